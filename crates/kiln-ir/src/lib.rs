@@ -5,16 +5,23 @@
 //! - [`Op`]: the op set with typed, fully resolved attributes;
 //! - [`Graph`]: nodes in a petgraph graph, values as `(node, port)`, a deduplicating
 //!   [`ConstPool`];
-//! - [`infer_types`]: shape/type inference, and [`verify`]: the verifier run after every pass.
+//! - [`infer_types`]: shape/type inference, and [`verify()`]: the verifier run after every pass;
+//! - [`text`]: the `.kir` text format (printer + parser), [`dot`] and [`json`] dumps;
+//! - [`npy`]: `.npy`/`.npz` tensor files.
 
+pub mod dot;
 pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod infer;
+pub mod json;
+pub mod npy;
 pub mod op;
 pub mod pool;
 pub mod tensor;
+pub mod text;
 pub mod types;
+pub mod verify;
 
 pub use dtype::DType;
 pub use error::IrError;
@@ -24,3 +31,4 @@ pub use op::*;
 pub use pool::{ConstId, ConstPool, ConstValue, Generator};
 pub use tensor::{Tensor, TensorData, TensorStats};
 pub use types::{Quant, TensorType};
+pub use verify::verify;

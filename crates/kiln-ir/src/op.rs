@@ -165,10 +165,13 @@ pub enum NearestMode {
 }
 
 /// Resize/Upsample with every input resolved: one scale per axis (`scales.len() == rank`),
-/// the crop box for `tf_crop_and_resize` as `roi = [starts.., ends..]` (empty otherwise).
-/// The output shape is the output value's shape.
+/// the crop box for `tf_crop_and_resize` as `roi = [starts.., ends..]` (empty otherwise), and
+/// the output shape `sizes` (ONNX derives it from scales or takes it from `sizes`; either way
+/// it is fixed at import, and the scales used for coordinate mapping are kept separately
+/// because ONNX recomputes them from sizes in some modes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResizeAttrs {
+    pub sizes: Vec<usize>,
     pub mode: ResizeMode,
     pub coord: CoordTransform,
     pub nearest: NearestMode,
@@ -315,6 +318,14 @@ impl Op {
             Op::ConvInteger(_) => "conv_integer",
             Op::MatMulInteger => "matmul_integer",
         }
+    }
+
+    /// Ops whose output dtype and quantization are a free choice of whoever builds the node
+    /// (the importer or the quantizer), not a function of the inputs: `quantize`, `qconv`,
+    /// `qmatmul`. Shape inference gives their shape only; build them with
+    /// `Graph::add_node_typed`, and the verifier checks that the output is a quantized integer.
+    pub fn has_free_output_type(&self) -> bool {
+        matches!(self, Op::Quantize | Op::QConv(_) | Op::QMatMul)
     }
 
     /// Graph sources: inputs and constants.

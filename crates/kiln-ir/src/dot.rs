@@ -1,0 +1,1 @@
+//! Graphviz DOT output of a graph (in progress).

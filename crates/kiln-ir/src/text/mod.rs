@@ -1,0 +1,1 @@
+//! The `.kir` text format (in progress).
