@@ -34,5 +34,9 @@ pub enum IrError {
     #[error("constant @c{id} has no data (it was parsed from a dump that printed only a summary)")]
     OpaqueConst { id: u32 },
     #[error("{line}:{col}: {msg}")]
-    Parse { line: usize, col: usize, msg: String },
+    Parse {
+        line: usize,
+        col: usize,
+        msg: String,
+    },
 }

@@ -113,7 +113,12 @@ impl Graph {
     }
 
     /// Add a node referring to an existing pool entry.
-    pub fn add_const_node(&mut self, name: impl Into<String>, id: ConstId, ty: TensorType) -> ValueId {
+    pub fn add_const_node(
+        &mut self,
+        name: impl Into<String>,
+        id: ConstId,
+        ty: TensorType,
+    ) -> ValueId {
         let name = name.into();
         let node = self.g.add_node(Node {
             name: name.clone(),
@@ -174,7 +179,13 @@ impl Graph {
         self.insert_node(name.into(), op, inputs, outputs)
     }
 
-    fn insert_node(&mut self, name: String, op: Op, inputs: &[ValueId], outputs: Vec<Output>) -> Vec<ValueId> {
+    fn insert_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[ValueId],
+        outputs: Vec<Output>,
+    ) -> Vec<ValueId> {
         let n_out = outputs.len();
         let node = self.g.add_node(Node {
             name,
@@ -272,7 +283,9 @@ impl Graph {
         let mut indeg: std::collections::HashMap<NodeId, usize> =
             self.g.node_indices().map(|n| (n, 0)).collect();
         for e in self.g.edge_references() {
-            *indeg.get_mut(&e.target()).expect("edge targets an existing node") += 1;
+            *indeg
+                .get_mut(&e.target())
+                .expect("edge targets an existing node") += 1;
         }
         let mut ready: std::collections::BTreeSet<NodeId> = indeg
             .iter()
@@ -283,7 +296,9 @@ impl Graph {
         while let Some(n) = ready.pop_first() {
             order.push(n);
             for e in self.g.edges_directed(n, Direction::Outgoing) {
-                let d = indeg.get_mut(&e.target()).expect("edge targets an existing node");
+                let d = indeg
+                    .get_mut(&e.target())
+                    .expect("edge targets an existing node");
                 *d -= 1;
                 if *d == 0 {
                     ready.insert(e.target());
@@ -369,7 +384,11 @@ impl Graph {
                 stack.extend(self.g[n].inputs.iter().map(|v| v.node));
             }
         }
-        let dead: Vec<NodeId> = self.g.node_indices().filter(|n| !live.contains(n)).collect();
+        let dead: Vec<NodeId> = self
+            .g
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
         for &n in &dead {
             self.g.remove_node(n);
         }

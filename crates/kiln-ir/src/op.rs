@@ -192,7 +192,10 @@ pub enum Op {
     /// A constant from the graph's pool. No inputs.
     Const(ConstId),
 
-    /// x, w, [b]. Weight `[C_out, C_in/groups, k...]`.
+    /// x, w, [b], [residual]. Weight `[C_out, C_in/groups, k...]`. The residual (fused by
+    /// the fuse-residual pass; never produced by import) has the output's exact type and is
+    /// added after the bias, before the fused activation: `act(conv(x, w) + b + residual)`.
+    /// A residual needs a bias input in front of it (zeros where the model has none).
     Conv(ConvAttrs),
     /// x, w, [b]. Weight `[C_in, C_out/groups, k...]`.
     ConvTranspose(ConvTransposeAttrs),
@@ -354,7 +357,11 @@ impl Op {
             }
             Op::MatMul | Op::QMatMul | Op::MatMulInteger => {
                 let a = input_shapes.first()?;
-                let k = if a.is_empty() { 1 } else { a[a.len() - 1] as u64 };
+                let k = if a.is_empty() {
+                    1
+                } else {
+                    a[a.len() - 1] as u64
+                };
                 Some(out * k)
             }
             Op::Gemm(g) => {

@@ -70,15 +70,18 @@ impl Generator {
                     .collect()
             }
             Generator::Full { value } => vec![value; n],
-            Generator::Arange { start, step } => {
-                (0..n).map(|i| start + step * i as f64).collect()
-            }
+            Generator::Arange { start, step } => (0..n).map(|i| start + step * i as f64).collect(),
         };
         let sat = |v: f64, lo: f64, hi: f64| v.round_ties_even().clamp(lo, hi);
         let data = match dtype {
             DType::F32 => TensorData::F32(values.iter().map(|&v| v as f32).collect()),
             DType::F16 => TensorData::F16(values.iter().map(|&v| half::f16::from_f64(v)).collect()),
-            DType::I8 => TensorData::I8(values.iter().map(|&v| sat(v, -128.0, 127.0) as i8).collect()),
+            DType::I8 => TensorData::I8(
+                values
+                    .iter()
+                    .map(|&v| sat(v, -128.0, 127.0) as i8)
+                    .collect(),
+            ),
             DType::U8 => TensorData::U8(values.iter().map(|&v| sat(v, 0.0, 255.0) as u8).collect()),
             DType::I32 => TensorData::I32(
                 values
@@ -86,7 +89,9 @@ impl Generator {
                     .map(|&v| sat(v, i32::MIN as f64, i32::MAX as f64) as i32)
                     .collect(),
             ),
-            DType::I64 => TensorData::I64(values.iter().map(|&v| v.round_ties_even() as i64).collect()),
+            DType::I64 => {
+                TensorData::I64(values.iter().map(|&v| v.round_ties_even() as i64).collect())
+            }
             DType::Bool => TensorData::Bool(values.iter().map(|&v| v != 0.0).collect()),
         };
         Tensor::new(shape.to_vec(), data)
@@ -99,7 +104,10 @@ pub enum ConstValue {
     /// Real data (from a model file, an inline list, or a fold).
     Data(Tensor),
     /// Data produced by a generator; printed as the generator so dumps round-trip exactly.
-    Generated { generator: Generator, tensor: Tensor },
+    Generated {
+        generator: Generator,
+        tensor: Tensor,
+    },
     /// A constant parsed from a dump that printed only a summary: its type is known, its
     /// values are not. Printing works; executing it is an error.
     Opaque {

@@ -281,7 +281,11 @@ mod tests {
         assert!(Tensor::from_f32(vec![2, 3], vec![0.0; 6]).is_ok());
         assert!(matches!(
             Tensor::from_f32(vec![2, 3], vec![0.0; 5]),
-            Err(IrError::DataLength { expected: 6, got: 5, .. })
+            Err(IrError::DataLength {
+                expected: 6,
+                got: 5,
+                ..
+            })
         ));
         assert!(matches!(
             Tensor::zeros(DType::F32, vec![1 << 40, 1 << 40]),

@@ -1,0 +1,137 @@
+//! `kiln run`: execute a model on `.npy` inputs and write one `.npy` per graph output.
+
+use crate::load::load_model;
+use crate::ModelArgs;
+use anyhow::{bail, Context, Result};
+use kiln_ir::{Graph, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A graph input as a .npy file of the declared dtype and shape: `--input x=img.npy`.
+    /// Repeat for each input.
+    #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_input_file)]
+    pub inputs: Vec<(String, PathBuf)>,
+    /// Directory for the outputs, one NAME.npy per graph output (characters outside
+    /// [A-Za-z0-9._-] in NAME become '_').
+    #[arg(long = "output-dir", default_value = ".")]
+    pub output_dir: PathBuf,
+}
+
+fn parse_input_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=FILE.npy, got '{s}'"))?;
+    if name.is_empty() || file.is_empty() {
+        return Err(format!("expected NAME=FILE.npy, got '{s}'"));
+    }
+    Ok((name.to_string(), PathBuf::from(file)))
+}
+
+/// The file name an output is written to: `[A-Za-z0-9._-]` kept, everything else `_`.
+pub fn output_file_name(value_name: &str) -> String {
+    let stem: String = value_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stem}.npy")
+}
+
+/// Read every graph input from the given files, checking names, dtypes and shapes.
+pub fn read_inputs(graph: &Graph, files: &[(String, PathBuf)]) -> Result<Vec<Tensor>> {
+    let mut by_name: HashMap<&str, &Path> = HashMap::new();
+    for (name, file) in files {
+        if by_name.insert(name, file).is_some() {
+            bail!("input '{name}' given twice");
+        }
+    }
+    let declared: Vec<String> = graph
+        .inputs()
+        .iter()
+        .map(|&v| format!("{} ({})", graph.value_name(v), graph.value_type(v)))
+        .collect();
+    for name in by_name.keys() {
+        if !graph.inputs().iter().any(|&v| graph.value_name(v) == *name) {
+            bail!(
+                "the model has no input '{name}'; its inputs are: {}",
+                declared.join(", ")
+            );
+        }
+    }
+    let mut tensors = Vec::new();
+    for &v in graph.inputs() {
+        let (name, ty) = (graph.value_name(v), graph.value_type(v));
+        let Some(file) = by_name.get(name) else {
+            bail!(
+                "missing --input {name}=FILE.npy ({ty}); the model's inputs are: {}",
+                declared.join(", ")
+            );
+        };
+        let t = kiln_ir::npy::read_npy_file(file)
+            .with_context(|| format!("reading input '{name}' from {}", file.display()))?;
+        if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
+            bail!(
+                "{}: input '{name}' must be {ty}, the file holds {}{:?}",
+                file.display(),
+                t.dtype(),
+                t.shape()
+            );
+        }
+        tensors.push(t);
+    }
+    Ok(tensors)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let graph = load_model(&args.model.model, &args.model.input_shapes)?;
+    let inputs = read_inputs(&graph, &args.inputs)?;
+    let start = Instant::now();
+    let outputs = kiln_interp::run(&graph, &inputs)
+        .with_context(|| format!("running {}", args.model.model.display()))?;
+    let elapsed = start.elapsed();
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("creating {}", args.output_dir.display()))?;
+    for (&v, t) in graph.outputs().iter().zip(&outputs) {
+        let path = args.output_dir.join(output_file_name(graph.value_name(v)));
+        kiln_ir::npy::write_npy_file(&path, t)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let s = t.stats();
+        println!(
+            "{} {}{:?} -> {}  (min {:.4} max {:.4} mean {:.4})",
+            graph.value_name(v),
+            t.dtype(),
+            t.shape(),
+            path.display(),
+            s.min,
+            s.max,
+            s.mean
+        );
+    }
+    println!("interpreter: {:.1} ms", elapsed.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_are_sanitized() {
+        assert_eq!(output_file_name("probs"), "probs.npy");
+        assert_eq!(
+            output_file_name("/model/head/Conv_output:0"),
+            "_model_head_Conv_output_0.npy"
+        );
+        assert_eq!(output_file_name("a b.c-d"), "a_b.c-d.npy");
+    }
+}
