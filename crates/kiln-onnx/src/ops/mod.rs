@@ -365,15 +365,22 @@ fn reduce_mean(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     emit_main(im, cx, Op::ReduceMean { axes, keepdims }, &[x])
 }
 
-/// Dropout at inference is the identity; its mask output is all true.
+/// Dropout at inference is the identity; its mask output is all true. Training mode is the
+/// identity too when the ratio is 0 (ONNX: "if ratio is 0 ... output = input, mask = all
+/// true"); with a nonzero ratio it draws a random mask, which kiln does not import.
 fn dropout(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let x = im.req_input(cx, 0)?;
     if cx.opset() >= 12 {
         if let Some(mode) = im.const_input(cx, 2, "training_mode")? {
             if mode.to_f64_vec().iter().any(|&v| v != 0.0) {
-                return Err(
-                    cx.err("training_mode=true is not supported (kiln imports inference graphs)")
-                );
+                // ratio: input 1, default 0.5.
+                let ratio = im.const_input(cx, 1, "ratio")?.map(|r| r.to_f64_vec());
+                if !ratio.is_some_and(|r| r.iter().all(|&v| v == 0.0)) {
+                    return Err(cx.err(
+                        "training_mode=true with a nonzero ratio draws a random mask: not \
+                         supported (kiln imports inference graphs)",
+                    ));
+                }
             }
         }
     }
