@@ -184,13 +184,13 @@ fn demo_runs_and_reports_each_stage() {
     let text = stdout_of(&["demo"]);
     assert!(text.contains("[1] import"), "{text}");
     assert!(
-        text.contains("[2] the IR"),
+        text.contains("the optimized IR"),
         "the demo prints the IR: {text}"
     );
     assert!(text.contains("top-5 classes"), "{text}");
     let quiet = stdout_of(&["demo", "--no-ir"]);
     assert!(
-        !quiet.contains("[2] the IR"),
+        !quiet.contains("the optimized IR"),
         "--no-ir hides the IR: {quiet}"
     );
 }

@@ -1,4 +1,5 @@
-//! Snapshot tests of `kiln dump` text output: the embedded demo model after import, and the
+//! Snapshot tests of `kiln dump` text output: the embedded demo model after import and after
+//! `-O1`, and the
 //! hand-written `.kir` cases in tests/kir/. Snapshots live in the top-level snapshots/ folder;
 //! review every diff with `cargo insta review` (never accept blindly).
 
@@ -34,6 +35,14 @@ fn assert_dump_snapshot(name: &str, text: &str) {
 fn demo_model_after_import() {
     let text = kiln_dump(&["crates/kiln-cli/assets/demo.onnx"]);
     assert_dump_snapshot("dump__demo_import", &text);
+}
+
+/// The demo model after the default pipeline: BatchNorms folded, the residual add and the
+/// ReLUs fused into the convs.
+#[test]
+fn demo_model_after_o1() {
+    let text = kiln_dump(&["crates/kiln-cli/assets/demo.onnx", "-O1"]);
+    assert_dump_snapshot("dump__demo_o1", &text);
 }
 
 #[test]

@@ -28,3 +28,6 @@ cargo test --workspace
 
 step "differential tests vs onnxruntime on real architectures (release)"
 cargo test --release -p kiln-cli --test differential
+
+step "optimizer vs onnxruntime: kiln opt -O1 -o model.onnx on real architectures (release)"
+cargo test --release -p kiln-cli --test opt_ort

@@ -1,6 +1,9 @@
-//! `kiln info` and `kiln dump`: what a model contains, and its IR in text, DOT or JSON.
+//! `kiln info` and `kiln dump`: what a model contains, and its IR in text, DOT or JSON —
+//! as imported, or after optimization passes (run by [`crate::opt::dump_with_passes`]).
 
 use crate::load::load_model;
+use crate::opt::{dump_with_passes, DumpRequest};
+use crate::passes::PipelineArgs;
 use crate::ModelArgs;
 use anyhow::Result;
 use kiln_ir::{Graph, Op};
@@ -30,6 +33,20 @@ pub struct DumpArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
     pub format: DumpFormat,
+    // Passes to run before dumping: -O, --passes, --rules-dir, --verify.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Print the IR right after pass NAME (after each run of it, if it runs more than
+    /// once) and stop there; e.g. `kiln dump model.onnx --after fold-bn`.
+    #[arg(long, value_name = "NAME")]
+    pub after: Option<String>,
+    /// Print the IR after every pass, each headed by a comment naming the pass.
+    #[arg(long)]
+    pub print_after_all: bool,
+    /// Print what every pass did to stderr: e-graph size, iterations, why saturation
+    /// stopped, time, how often each rule fired, op counts before and after.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// Counts and sizes shown by `kiln info` (and the demo).
@@ -129,12 +146,23 @@ pub fn info(args: InfoArgs) -> Result<()> {
     print_info(&graph, &args.model.model.display().to_string())
 }
 
+/// The graph in a dump format, as `kiln dump` prints it.
+pub fn format_graph(graph: &Graph, format: DumpFormat) -> String {
+    match format {
+        DumpFormat::Text => kiln_ir::text::print_graph(graph),
+        DumpFormat::Dot => kiln_ir::dot::to_dot(graph),
+        DumpFormat::Json => format!("{}\n", kiln_ir::json::to_json_string(graph)),
+    }
+}
+
 pub fn dump(args: DumpArgs) -> Result<()> {
     let graph = load_model(&args.model.model, &args.model.input_shapes)?;
-    match args.format {
-        DumpFormat::Text => print!("{}", kiln_ir::text::print_graph(&graph)),
-        DumpFormat::Dot => print!("{}", kiln_ir::dot::to_dot(&graph)),
-        DumpFormat::Json => println!("{}", kiln_ir::json::to_json_string(&graph)),
-    }
-    Ok(())
+    let request = DumpRequest {
+        pipeline: &args.pipeline,
+        after: args.after.as_deref(),
+        print_after_all: args.print_after_all,
+        stats: args.stats,
+        format: args.format,
+    };
+    dump_with_passes(&graph, &args.model.model, &request)
 }

@@ -1,9 +1,12 @@
-//! The `kiln` command line: inspect (`info`, `dump`), execute (`run`) and demonstrate (`demo`)
-//! models. Library crates return typed errors; this binary adds the file being worked on.
+//! The `kiln` command line: inspect (`info`, `dump`), optimize (`passes`, `opt`), execute
+//! (`run`) and demonstrate (`demo`) models. Library crates return typed errors; this binary
+//! adds the file being worked on.
 
 mod demo;
 mod info;
 mod load;
+mod opt;
+mod passes;
 mod run;
 
 use anyhow::Result;
@@ -30,8 +33,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Summarize a model: inputs and outputs with shapes, op histogram, parameters and MACs.
     Info(info::InfoArgs),
-    /// Print a model's IR as text (the .kir format), Graphviz DOT or JSON.
+    /// Print a model's IR as text (the .kir format), Graphviz DOT or JSON, as imported or
+    /// after optimization passes.
+    ///
+    /// `kiln dump m.onnx` shows the imported IR; `--after fold-bn` the IR right after that
+    /// pass, `--print-after-all` after every pass, `-O1` / `--passes a,b` after a pipeline;
+    /// `--stats` reports what each pass did (on stderr).
     Dump(info::DumpArgs),
+    /// List the optimization passes and the pipelines (-O0, -O1), one line each.
+    Passes(passes::PassesArgs),
+    /// Optimize a model (-O1 by default) and write it as ONNX (.onnx) or kiln IR text (.kir).
+    ///
+    /// `kiln opt model.onnx -o model.opt.onnx` runs the default pipeline (BatchNorm folding,
+    /// activation fusion, ...); fused ops are written back as standard ONNX nodes, so the
+    /// result runs in onnxruntime. `--passes a,b` runs any list of passes (`kiln passes`
+    /// names them), `--stats` reports what each did.
+    Opt(opt::OptArgs),
     /// Run a model on .npy inputs with the reference interpreter and write one .npy per output.
     Run(run::RunArgs),
 }
@@ -42,6 +59,8 @@ fn main() {
         Command::Demo(args) => demo::demo(args),
         Command::Info(args) => info::info(args),
         Command::Dump(args) => info::dump(args),
+        Command::Passes(args) => passes::passes(args),
+        Command::Opt(args) => opt::opt(args),
         Command::Run(args) => run::run(args),
     };
     if let Err(err) = result {

@@ -16,9 +16,14 @@
 //!
 //! Graph inputs that are also initializers are constants (old-style models);
 //! [`ImportOptions::frozen_inputs`] binds further inputs to constants.
+//!
+//! The way back: [`export`] writes a kiln graph as a standard ONNX model (opset 17, higher
+//! only where an op needs it) that onnxruntime runs — fused activations and residuals
+//! expanded into ONNX nodes, quantized ops as QuantizeLinear/DequantizeLinear/QLinearConv/...
 
 mod attrs;
 mod error;
+mod export;
 mod geometry;
 mod importer;
 mod ops;
@@ -28,6 +33,7 @@ mod tensor;
 mod testutil;
 
 pub use error::{NodeRef, OnnxError};
+pub use export::{export, ExportError, EXPORT_OPSET};
 pub use ops::SUPPORTED_OPS;
 
 use kiln_ir::{Graph, Tensor};

@@ -659,7 +659,17 @@ mod tests {
             .unwrap_err();
         assert!(training
             .to_string()
-            .contains("training_mode=true is not supported"));
+            .contains("training_mode=true with a nonzero ratio"));
+        // Training mode with ratio 0 is the identity (ONNX Dropout spec).
+        let zero_ratio = ModelBuilder::new(13)
+            .input("x", &[2])
+            .init(tensor_f32("r", &[], &[0.0]))
+            .init(tensor_raw("t", DataType::Bool, &[], vec![1]))
+            .node(node("Dropout", &["x", "r", "t"], &["y"], vec![]))
+            .output("y")
+            .import()
+            .unwrap();
+        assert_eq!(output_op(&zero_ratio, 0), &Op::Dropout);
     }
 
     #[test]
