@@ -1,0 +1,293 @@
+//! The JIT: one Cranelift `JITModule` for the host ISA (detected by cranelift-native,
+//! optimized for speed), which compiles CLIF functions to callable machine code and frees it
+//! when dropped; plus [`IsaFeatures`], the instruction-set extensions the kernels select on.
+
+use crate::CodegenError;
+use cranelift_codegen::ir::{self, AbiParam, Function, Signature, UserFuncName};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+/// How the JIT compiles.
+#[derive(Clone, Debug, Default)]
+pub struct JitOptions {
+    /// Keep each function's final machine code listing (Cranelift's VCode disassembly), for
+    /// `kiln dump`-style inspection and for tests that check instruction selection.
+    pub capture_disassembly: bool,
+    /// Run Cranelift's IR verifier on every function (default: in debug builds).
+    pub verify: Option<bool>,
+}
+
+/// Instruction-set extensions of the ISA a [`Jit`] compiles for, read back from the
+/// Cranelift ISA flags (so they are exactly what instruction selection will use).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IsaFeatures {
+    /// The target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub triple: String,
+    pub has_ssse3: bool,
+    pub has_sse41: bool,
+    pub has_avx: bool,
+    pub has_avx2: bool,
+    pub has_fma: bool,
+    pub has_avx512f: bool,
+    pub has_avx512vl: bool,
+    /// AVX512-VNNI (`vpdpbusd` on xmm registers needs AVX512VL too).
+    pub has_avx512vnni: bool,
+    /// The VEX-encoded AVX-VNNI.
+    pub has_avx_vnni: bool,
+    /// AArch64 `sdot`/`udot`.
+    pub has_dotprod: bool,
+    /// AArch64 `usdot`/`smmla`.
+    pub has_i8mm: bool,
+}
+
+impl IsaFeatures {
+    fn of(isa: &dyn TargetIsa) -> IsaFeatures {
+        let flags = isa.isa_flags();
+        let on = |name: &str| {
+            flags
+                .iter()
+                .any(|v| v.name == name && v.as_bool() == Some(true))
+        };
+        IsaFeatures {
+            triple: isa.triple().to_string(),
+            has_ssse3: on("has_ssse3"),
+            has_sse41: on("has_sse41"),
+            has_avx: on("has_avx"),
+            has_avx2: on("has_avx2"),
+            has_fma: on("has_fma"),
+            has_avx512f: on("has_avx512f"),
+            has_avx512vl: on("has_avx512vl"),
+            has_avx512vnni: on("has_avx512vnni"),
+            has_avx_vnni: on("has_avx_vnni"),
+            has_dotprod: on("has_dotprod"),
+            has_i8mm: on("has_i8mm"),
+        }
+    }
+
+    /// Can `vpdpbusd` on 128-bit registers be selected (VEX AVX-VNNI, or EVEX AVX512-VNNI
+    /// with AVX512VL)?
+    pub fn has_xmm_vnni(&self) -> bool {
+        (self.has_avx && self.has_avx_vnni) || (self.has_avx512vl && self.has_avx512vnni)
+    }
+
+    pub fn is_x86_64(&self) -> bool {
+        self.triple.starts_with("x86_64")
+    }
+}
+
+/// A JIT module for the host. Code it compiled stays valid until the `Jit` is dropped.
+pub struct Jit {
+    /// `None` only during `drop`, which hands the module to `free_memory`.
+    module: Option<JITModule>,
+    features: IsaFeatures,
+    options: JitOptions,
+    /// `(function name, VCode listing)` when `capture_disassembly` is on.
+    disassembly: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Jit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jit")
+            .field("features", &self.features)
+            .field("functions", &self.disassembly.len())
+            .finish()
+    }
+}
+
+impl Jit {
+    /// A JIT for the machine this runs on. Fails on hosts Cranelift does not support and on
+    /// x86-64 without SSE4.1, the baseline kiln's kernels assume (`roundps`, `pmovsx*`).
+    pub fn host(options: &JitOptions) -> Result<Jit, CodegenError> {
+        let isa = host_isa(options)?;
+        let features = IsaFeatures::of(&*isa);
+        if features.is_x86_64() && !features.has_sse41 {
+            return Err(CodegenError::UnsupportedTarget(
+                "x86-64 without SSE4.1 (kiln's baseline)".to_string(),
+            ));
+        }
+        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        Ok(Jit {
+            module: Some(module),
+            features,
+            options: options.clone(),
+            disassembly: Vec::new(),
+        })
+    }
+
+    pub fn features(&self) -> &IsaFeatures {
+        &self.features
+    }
+
+    fn module(&self) -> &JITModule {
+        self.module
+            .as_ref()
+            .expect("the module is only taken out in drop")
+    }
+
+    fn module_mut(&mut self) -> &mut JITModule {
+        self.module
+            .as_mut()
+            .expect("the module is only taken out in drop")
+    }
+
+    /// The integer type of a pointer on the target.
+    pub fn pointer_type(&self) -> ir::Type {
+        self.module().target_config().pointer_type()
+    }
+
+    pub fn target_config(&self) -> cranelift_codegen::isa::TargetFrontendConfig {
+        self.module().target_config()
+    }
+
+    /// The signature of a kernel entry `extern "C" fn(p0, p1, …)` with `pointer_args`
+    /// pointer arguments and no result.
+    pub fn pointer_signature(&self, pointer_args: usize) -> Signature {
+        let mut sig = self.module().make_signature();
+        let ptr = self.pointer_type();
+        sig.params
+            .extend(std::iter::repeat_n(AbiParam::new(ptr), pointer_args));
+        sig
+    }
+
+    /// Compile `func` (built against [`Jit::pointer_signature`] or any C-ABI signature) and
+    /// return the address of its machine code, valid while this `Jit` lives.
+    pub fn compile(&mut self, name: &str, mut func: Function) -> Result<*const u8, CodegenError> {
+        let fail = |message: String| CodegenError::Cranelift {
+            function: name.to_string(),
+            message,
+        };
+        let capture = self.options.capture_disassembly;
+        let module = self.module_mut();
+        let id = module
+            .declare_function(name, Linkage::Export, &func.signature)
+            .map_err(|e| fail(e.to_string()))?;
+        func.name = UserFuncName::user(0, id.as_u32());
+        let mut ctx = Context::for_function(func);
+        ctx.set_disasm(capture);
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| fail(format!("{e:?}")))?;
+        let listing = ctx
+            .compiled_code()
+            .and_then(|code| code.vcode.clone())
+            .filter(|_| capture);
+        module
+            .finalize_definitions()
+            .map_err(|e| fail(e.to_string()))?;
+        let code = module.get_finalized_function(id);
+        if let Some(listing) = listing {
+            self.disassembly.push((name.to_string(), listing));
+        }
+        Ok(code)
+    }
+
+    /// The machine code listing of a compiled function, when `capture_disassembly` was on.
+    pub fn disassembly(&self, name: &str) -> Option<&str> {
+        self.disassembly
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, text)| text.as_str())
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: code addresses from `compile` are only handed to kernels that own this
+            // `Jit` (and call through it only while alive), so no function from this module
+            // can run or be called after this point.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// The host ISA with kiln's flags: optimized for speed, non-PIC (JIT code is not
+/// relocated after finalization).
+fn host_isa(options: &JitOptions) -> Result<OwnedTargetIsa, CodegenError> {
+    let flag_error = |e: settings::SetError| CodegenError::UnsupportedTarget(e.to_string());
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(flag_error)?;
+    flags.set("is_pic", "false").map_err(flag_error)?;
+    flags
+        .set("use_colocated_libcalls", "false")
+        .map_err(flag_error)?;
+    let verify = options.verify.unwrap_or(cfg!(debug_assertions));
+    flags
+        .set("enable_verifier", if verify { "true" } else { "false" })
+        .map_err(flag_error)?;
+    let isa_builder =
+        cranelift_native::builder().map_err(|m| CodegenError::UnsupportedTarget(m.to_string()))?;
+    isa_builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| CodegenError::UnsupportedTarget(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranelift_codegen::ir::{types, InstBuilder};
+    use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+    #[test]
+    fn host_features_match_std_detection() {
+        let jit = Jit::host(&JitOptions::default()).expect("host is supported");
+        let f = jit.features();
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(f.is_x86_64());
+            assert_eq!(f.has_sse41, std::is_x86_feature_detected!("sse4.1"));
+            assert_eq!(f.has_avx2, std::is_x86_feature_detected!("avx2"));
+            assert_eq!(
+                f.has_avx512vnni,
+                std::is_x86_feature_detected!("avx512vnni")
+            );
+        }
+        assert!(!f.triple.is_empty());
+    }
+
+    /// A JIT'd `fn(a: *const i32, b: *const i32, out: *mut i32)` storing `a[0] + b[0]`:
+    /// the round trip CLIF → machine code → call, and the disassembly capture.
+    #[test]
+    fn compiles_and_calls_a_function() {
+        let mut jit = Jit::host(&JitOptions {
+            capture_disassembly: true,
+            verify: Some(true),
+        })
+        .expect("host is supported");
+        let ptr = jit.pointer_type();
+        let mut func =
+            Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(3));
+        let mut fctx = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let [pa, pb, po] = [0, 1, 2].map(|i| b.block_params(entry)[i]);
+            let flags = ir::MemFlagsData::trusted();
+            let a = b.ins().load(types::I32, flags, pa, 0);
+            let c = b.ins().load(types::I32, flags, pb, 0);
+            let sum = b.ins().iadd(a, c);
+            b.ins().store(flags, sum, po, 0);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(jit.target_config());
+        }
+        assert_eq!(ptr, jit.pointer_type());
+        let code = jit.compile("add_i32", func).expect("valid function");
+        let (a, c, mut out) = (40i32, 2i32, 0i32);
+        // SAFETY: `code` was compiled from a function with three pointer parameters and the
+        // C calling convention; it reads one i32 from each of the first two and writes one
+        // i32 to the third, all of which point to live, aligned i32s. `jit` is alive.
+        unsafe {
+            let f: extern "C" fn(*const i32, *const i32, *mut i32) = std::mem::transmute(code);
+            f(&a, &c, &mut out);
+        }
+        assert_eq!(out, 42);
+        let listing = jit.disassembly("add_i32").expect("captured");
+        assert!(listing.contains("add"), "{listing}");
+    }
+}

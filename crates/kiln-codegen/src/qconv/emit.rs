@@ -1,0 +1,438 @@
+//! CLIF for one QConv, as two functions run per batch item: *widen* fills the scratch with
+//! `zp_x` (the padding) and widens the input into it (u8/i8 → i16 channel pairs,
+//! [`Layout`]); *compute* then, for each group and tile of `4·nr` output channels, sweeps
+//! the output pixels `mr` at a time through the micro-kernel:
+//! `mr × nr` I32X4 accumulators, and per k-step (tap, input channel pair) `nr` weight vector
+//! loads, `mr` loads of (pre-broadcast) activation pairs and `mr·nr` `pmaddwd`s. The epilogue
+//! adds the folded bias, requantizes in f32 exactly as the interpreter does, and stores
+//! bytes into the NCHW output.
+
+use super::layout::{Layout, PAIRS_PER_ITERATION, PAIR_BYTES};
+use super::plan::QConvPlan;
+use crate::clif::{
+    at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, pmaddwd_accumulate, scaled,
+    splat_f32, splat_i32,
+};
+use cranelift_codegen::ir::{
+    types, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use kiln_ir::DType;
+
+/// `extern "C" fn(x, scratch)` for one batch item: fill the scratch with the
+/// padding value and widen the input into it.
+pub(crate) fn build_widen_function(
+    plan: &QConvPlan,
+    layout: &Layout,
+    signature: Signature,
+    target: TargetFrontendConfig,
+) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (x, scratch) = (p[0], p[1]);
+    fill_padding(&mut b, plan, layout, scratch);
+    widen_input(&mut b, plan, layout, x, scratch);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(target);
+    func
+}
+
+/// `extern "C" fn(packed, scratch, out)` for one batch item: every group, channel tile and
+/// pixel tile through the micro-kernel. The scratch is not written while this runs, so its
+/// loads are `readonly` (pure for Cranelift): that lets a broadcast's load fold into
+/// `vbroadcastss` and loop-invariant loads leave loops.
+/// `exact_cvtt` selects x64's `cvttps2dq` (`x86_cvtt2dq`) for the float → int conversion:
+/// the rounded values are integral and inside the output range, so the truncating
+/// conversion is exact and the saturating sequence `fcvt_to_sint_sat` lowers to (six more
+/// instructions, for NaN and overflow) is not needed.
+pub(crate) fn build_compute_function(
+    plan: &QConvPlan,
+    layout: &Layout,
+    signature: Signature,
+    target: TargetFrontendConfig,
+    exact_cvtt: bool,
+) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let bufs = Buffers {
+        packed: p[0],
+        scratch: p[1],
+        out: p[2],
+    };
+    counted_loop(&mut b, plan.groups, |b, g| {
+        counted_loop(b, layout.full_tiles, |b, t| {
+            micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
+        });
+        if layout.partial_channels > 0 {
+            let t = b.ins().iconst(types::I64, layout.full_tiles as i64);
+            micro_kernel_sweep(
+                b,
+                plan,
+                layout,
+                bufs,
+                g,
+                t,
+                layout.partial_channels,
+                exact_cvtt,
+            );
+        }
+    });
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(target);
+    func
+}
+
+/// The compute function's arguments, as entry block parameters.
+#[derive(Clone, Copy)]
+struct Buffers {
+    packed: Value,
+    scratch: Value,
+    out: Value,
+}
+
+/// Loads of data that is not written during a compute call (packed constants, the
+/// scratch), through addresses that are in bounds wherever their operands exist. Cranelift
+/// then treats them as pure (`readonly` + `notrap` + `can_move`): they are scheduled next
+/// to their uses instead of staying in program order ahead of all arithmetic — which would
+/// hold every k-step's operands live at once and spill accumulators — and invariant ones
+/// leave loops.
+fn ro() -> MemFlagsData {
+    let mut flags = mem_aligned().with_readonly();
+    flags.set_can_move();
+    flags
+}
+
+/// Every scratch i32 ← the i16 pair `(zp_x, zp_x)`: padding reads the input zero point.
+fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scratch: Value) {
+    let zp16 = plan.x_zero_point as i16 as u16 as u32;
+    let pattern = splat_i32(b, (zp16 | (zp16 << 16)) as i32);
+    // scratch_bytes is a multiple of 64: four aligned 16-byte stores per iteration
+    counted_loop(b, layout.scratch_bytes / 64, |b, i| {
+        let base = scaled(b, scratch, i, 64);
+        for k in 0..4i32 {
+            b.ins().store(mem_aligned(), pattern, base, 16 * k);
+        }
+    });
+}
+
+/// Widen the input into the scratch: per pixel and input channel pair, the i16 pair
+/// `(x[2j], x[2j+1])` repeated four times (an odd group's last channel pairs with `zp_x`,
+/// which meets a zero weight).
+fn widen_input(
+    b: &mut FunctionBuilder,
+    plan: &QConvPlan,
+    layout: &Layout,
+    x_n: Value,
+    scratch: Value,
+) {
+    let origin = layout.scratch_pixel(plan.pad_begin[0], plan.pad_begin[1], plan.pad_begin[2]);
+    let plane = plan.in_pixels();
+    counted_loop(b, plan.groups, |b, g| {
+        let src_g = scaled(b, x_n, g, plan.cin_g * plane);
+        let dst_g = scaled(b, scratch, g, layout.pairs * PAIR_BYTES);
+        counted_loop(b, plan.cin_g / 2, |b, j| {
+            let src = scaled(b, src_g, j, 2 * plane);
+            let dst = scaled(b, dst_g, j, PAIR_BYTES);
+            widen_pair_planes(b, plan, layout, src, Some(plane), dst, origin);
+        });
+        if plan.cin_g % 2 == 1 {
+            let src = b.ins().iadd_imm_u(src_g, ((plan.cin_g - 1) * plane) as i64);
+            let dst = b
+                .ins()
+                .iadd_imm_u(dst_g, ((plan.cin_g / 2) * PAIR_BYTES) as i64);
+            widen_pair_planes(b, plan, layout, src, None, dst, origin);
+        }
+    });
+}
+
+/// One channel pair's planes (`src`, and `src + second` if any, else `zp_x`) into the
+/// scratch slots starting at `dst + origin`.
+fn widen_pair_planes(
+    b: &mut FunctionBuilder,
+    plan: &QConvPlan,
+    layout: &Layout,
+    src: Value,
+    second: Option<usize>,
+    dst: Value,
+    origin: usize,
+) {
+    let [d_n, h_n, w_n] = plan.input;
+    let signed = plan.x_dtype == DType::I8;
+    let load = |b: &mut FunctionBuilder, at_src: Value, off: usize| {
+        if signed {
+            b.ins().sload8(types::I32, mem(), at_src, off as i32)
+        } else {
+            b.ins().uload8(types::I32, mem(), at_src, off as i32)
+        }
+    };
+    counted_loop(b, d_n, |b, d| {
+        let src_d = scaled(b, src, d, h_n * w_n);
+        let dst_d = scaled(b, dst, d, layout.scratch_pixel(1, 0, 0));
+        counted_loop(b, h_n, |b, h| {
+            let src_row = scaled(b, src_d, h, w_n);
+            let dst_row = scaled(b, dst_d, h, layout.scratch_pixel(0, 1, 0));
+            let copy = |b: &mut FunctionBuilder, src: Value, dst: Value, w: usize| {
+                let lo = load(b, src, w);
+                let lo = b.ins().band_imm_u(lo, 0xffff);
+                let hi = match second {
+                    Some(plane) => load(b, src, plane + w),
+                    None => b.ins().iconst(types::I32, plan.x_zero_point as i64),
+                };
+                let hi = b.ins().ishl_imm_u(hi, 16);
+                let pair = b.ins().bor(lo, hi);
+                let v = b.ins().splat(types::I32X4, pair);
+                let (addr, off) = at(b, dst, origin + w * layout.pixel_stride);
+                b.ins().store(mem_aligned(), v, addr, off);
+            };
+            // four pixels per iteration, the remainder straight-line
+            const STEP: usize = 4;
+            counted_loop(b, w_n / STEP, |b, i| {
+                let src_i = scaled(b, src_row, i, STEP);
+                let dst_i = scaled(b, dst_row, i, STEP * layout.pixel_stride);
+                for k in 0..STEP {
+                    copy(b, src_i, dst_i, k);
+                }
+            });
+            for w in (w_n / STEP) * STEP..w_n {
+                copy(b, src_row, dst_row, w);
+            }
+        });
+    });
+}
+
+/// All output pixels of tile `t` (an i64 value) of group `g`: `channels` valid output
+/// channels (`4·nr` except in a group's last, partial tile).
+#[allow(clippy::too_many_arguments)]
+fn micro_kernel_sweep(
+    b: &mut FunctionBuilder,
+    plan: &QConvPlan,
+    layout: &Layout,
+    bufs: Buffers,
+    g: Value,
+    t: Value,
+    channels: usize,
+    exact_cvtt: bool,
+) {
+    let (mr, nr) = (layout.mr, layout.nr);
+    let tile_channels = 4 * nr;
+    let pixels = plan.out_pixels();
+    let tile_in_group = b.ins().imul_imm_u(g, layout.tiles_per_group as i64);
+    let tile = b.ins().iadd(tile_in_group, t);
+    let weights = scaled(b, bufs.packed, tile, layout.tile_weight_bytes);
+    let consts = scaled(b, bufs.packed, tile, nr * 16);
+    let group_scratch = scaled(b, bufs.scratch, g, layout.pairs * PAIR_BYTES);
+    let group_out = scaled(b, bufs.out, g, plan.cout_g * pixels);
+    let tile_out = scaled(b, group_out, t, tile_channels * pixels);
+
+    let accs: Vec<Vec<Variable>> = (0..mr)
+        .map(|_| (0..nr).map(|_| b.declare_var(types::I32X4)).collect())
+        .collect();
+    counted_loop(b, layout.pixel_tiles, |b, pt| {
+        let table = scaled(b, bufs.packed, pt, mr * 4);
+        let bases: Vec<Value> = (0..mr)
+            .map(|m| {
+                let off = b
+                    .ins()
+                    .uload32(ro(), table, (layout.pixel_table_offset + 4 * m) as i32);
+                b.ins().iadd(group_scratch, off)
+            })
+            .collect();
+        let zero = splat_i32(b, 0);
+        for row in &accs {
+            for &acc in row {
+                b.def_var(acc, zero);
+            }
+        }
+        reduction(b, layout, &accs, &bases, weights, bufs.packed);
+        // p_m = min(pt·mr + m, pixels − 1): the last tile repeats the last pixel
+        let first = b.ins().imul_imm_u(pt, mr as i64);
+        let last = b.ins().iconst(types::I64, (pixels - 1) as i64);
+        let pixel_out: Vec<Value> = (0..mr)
+            .map(|m| {
+                let p = b.ins().iadd_imm_u(first, m as i64);
+                let p = b.ins().umin(p, last);
+                b.ins().iadd(tile_out, p)
+            })
+            .collect();
+        epilogue(
+            b, plan, layout, &accs, consts, &pixel_out, channels, exact_cvtt,
+        );
+    });
+}
+
+/// The whole reduction of one pixel tile: every (tap, input channel pair) k-step, each
+/// `nr` weight vectors times `mr` activation pairs.
+///
+/// The k-steps always run inside a loop of at most two per iteration. Straight-line code
+/// over many k-steps would let Cranelift's elaborator compute one accumulator's whole chain
+/// before the next, keeping all shared activation and weight vectors live at once (and
+/// hoist the tile's weights out of the pixel loop): both spill. A short loop body keeps
+/// the operands of one or two k-steps live, which fits the 16 xmm registers.
+fn reduction(
+    b: &mut FunctionBuilder,
+    layout: &Layout,
+    accs: &[Vec<Variable>],
+    bases: &[Value],
+    weights: Value,
+    packed: Value,
+) {
+    let nr = layout.nr;
+    let pair_weights = nr * 16;
+    let tap_weights = layout.pairs * pair_weights;
+    let step =
+        |b: &mut FunctionBuilder, bases: &[Value], wbase: Value, a_off: usize, w_off: usize| {
+            let w: Vec<Value> = (0..nr)
+                .map(|r| {
+                    b.ins()
+                        .load(types::I16X8, ro(), wbase, (w_off + 16 * r) as i32)
+                })
+                .collect();
+            for (m, &base) in bases.iter().enumerate() {
+                let (addr, off) = at(b, base, a_off);
+                // the activation pair, already broadcast to all four lanes in the scratch
+                let a = b.ins().load(types::I16X8, ro(), addr, off);
+                for (r, &wv) in w.iter().enumerate() {
+                    let acc = b.use_var(accs[m][r]);
+                    let acc = pmaddwd_accumulate(b, acc, a, wv);
+                    b.def_var(accs[m][r], acc);
+                }
+            }
+        };
+    if layout.pairs > PAIRS_PER_ITERATION {
+        // taps unrolled; per tap a loop over its channel pairs, two per iteration (the
+        // layout makes `pairs` even here)
+        for (tap, &tap_offset) in layout.tap_offsets.iter().enumerate() {
+            let tap_w = tap * tap_weights;
+            counted_loop(b, layout.pairs / PAIRS_PER_ITERATION, |b, i| {
+                let moved: Vec<Value> = bases
+                    .iter()
+                    .map(|&base| scaled(b, base, i, PAIRS_PER_ITERATION * PAIR_BYTES))
+                    .collect();
+                let wbase = scaled(b, weights, i, PAIRS_PER_ITERATION * pair_weights);
+                for u in 0..PAIRS_PER_ITERATION {
+                    step(
+                        b,
+                        &moved,
+                        wbase,
+                        tap_offset + PAIR_BYTES * u,
+                        tap_w + u * pair_weights,
+                    );
+                }
+            });
+        }
+    } else {
+        // one or two channel pairs: a loop over the taps, offsets from the tap table
+        counted_loop(b, layout.tap_offsets.len(), |b, t| {
+            let table = scaled(b, packed, t, 4);
+            let tap_offset = b
+                .ins()
+                .uload32(mem_aligned(), table, layout.tap_table_offset as i32);
+            let moved: Vec<Value> = bases
+                .iter()
+                .map(|&base| b.ins().iadd(base, tap_offset))
+                .collect();
+            let wbase = scaled(b, weights, t, tap_weights);
+            for pair in 0..layout.pairs {
+                step(b, &moved, wbase, PAIR_BYTES * pair, pair * pair_weights);
+            }
+        });
+    }
+}
+
+/// Requantize the accumulators and store the `channels` valid output channels of each of
+/// the `mr` pixels: `acc + bias` → f32 → `· multiplier` → clamp to `[q_min − zp, q_max − zp]`
+/// → round half to even → i32 → `+ zp` → activation clamp → narrow (exact: in range).
+#[allow(clippy::too_many_arguments)]
+fn epilogue(
+    b: &mut FunctionBuilder,
+    plan: &QConvPlan,
+    layout: &Layout,
+    accs: &[Vec<Variable>],
+    consts: Value,
+    pixel_out: &[Value],
+    channels: usize,
+    exact_cvtt: bool,
+) {
+    let nr = layout.nr;
+    let pixels = plan.out_pixels();
+    let bias: Vec<Value> = (0..nr)
+        .map(|r| {
+            b.ins().load(
+                types::I32X4,
+                ro(),
+                consts,
+                (layout.bias_offset + 16 * r) as i32,
+            )
+        })
+        .collect();
+    let mult: Vec<Value> = (0..nr)
+        .map(|r| {
+            b.ins().load(
+                types::F32X4,
+                ro(),
+                consts,
+                (layout.multiplier_offset + 16 * r) as i32,
+            )
+        })
+        .collect();
+    let lo_f = splat_f32(b, plan.requant_bounds.0);
+    let hi_f = splat_f32(b, plan.requant_bounds.1);
+    let zp = splat_i32(b, plan.out_zero_point);
+    let act_lo = splat_i32(b, plan.act_bounds.0);
+    let act_hi = splat_i32(b, plan.act_bounds.1);
+    let signed_out = plan.out_dtype == DType::I8;
+    for (m, row) in accs.iter().enumerate() {
+        let q: Vec<Value> = row
+            .iter()
+            .enumerate()
+            .map(|(r, &acc)| {
+                let acc = b.use_var(acc);
+                let v = b.ins().iadd(acc, bias[r]);
+                let f = b.ins().fcvt_from_sint(types::F32X4, v);
+                let f = b.ins().fmul(f, mult[r]);
+                let f = fmax_to_bound(b, f, lo_f);
+                let f = fmin_to_bound(b, f, hi_f);
+                let f = b.ins().nearest(f);
+                let i = if exact_cvtt {
+                    b.ins().x86_cvtt2dq(types::I32X4, f)
+                } else {
+                    b.ins().fcvt_to_sint_sat(types::I32X4, f)
+                };
+                let i = b.ins().iadd(i, zp);
+                let i = b.ins().smax(i, act_lo);
+                b.ins().smin(i, act_hi)
+            })
+            .collect();
+        // two I32X4 → one I16X8 → bytes; lane k of the bytes is channel 8·chunk + k
+        for (chunk, pair) in q.chunks(2).enumerate() {
+            let halves = b.ins().snarrow(pair[0], *pair.get(1).unwrap_or(&pair[0]));
+            let bytes = if signed_out {
+                b.ins().snarrow(halves, halves)
+            } else {
+                b.ins().unarrow(halves, halves)
+            };
+            for k in 0..8 {
+                let channel = 8 * chunk + k;
+                if channel >= channels.min(4 * nr) {
+                    break;
+                }
+                let byte = b.ins().extractlane(bytes, k as u8);
+                let (addr, off) = at(b, pixel_out[m], channel * pixels);
+                b.ins().store(mem(), byte, addr, off);
+            }
+        }
+    }
+}

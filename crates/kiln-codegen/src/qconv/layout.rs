@@ -1,0 +1,199 @@
+//! Data layouts of the QConv kernel, decided at compile time, and the packing of the
+//! constant data (weights, bias, multipliers, address tables) into one blob.
+//!
+//! - **Scratch (the widened, padded input)**: `[D_p][H_p][W_p][groups][pairs]` of 16-byte
+//!   entries, each the i16 pair of input channels `(2j, 2j+1)` of one pixel repeated in all
+//!   four 32-bit lanes (the odd channel out is a zero-weight slot). Padding cells hold
+//!   `zp_x`, so the kernel never tests bounds. The pair is pre-broadcast because Cranelift
+//!   folds a `splat(load)` into `vpbroadcastd m32` only when the splat has a single use, and
+//!   the micro-kernel uses each broadcast `nr` times: `movd`+`vpbroadcastd` per k-step cost
+//!   two vector ALU uops for every `nr` `pmaddwd`s, a plain 16-byte load costs none.
+//! - **Packed weights**: per (group, tile of `4·nr` output channels), per tap, per input
+//!   channel pair: `nr` I16X8 vectors, vector `r` lane `2j + h` = `w[4r + j][2·pair + h]`
+//!   (centered, zero for channels or pairs past the end). One k-step of the micro-kernel
+//!   reads `nr · 16` contiguous bytes.
+//! - **Bias, multipliers**: per (group, tile), `nr` vectors of 4 lanes (i32, f32).
+//! - **Pixel table**: per output pixel (padded to whole tiles by repeating the last), the
+//!   byte offset in the scratch of its receptive field's first tap.
+//! - **Tap table**: per kernel tap, its byte offset from the first tap (u32).
+
+use super::plan::{QConvPlan, SP};
+use super::QConvTuning;
+use crate::CodegenError;
+
+/// Bytes of one scratch entry: an i16 channel pair broadcast to four 32-bit lanes.
+pub(crate) const PAIR_BYTES: usize = 16;
+
+/// k-steps (input channel pairs of one tap) per iteration of the reduction loop.
+pub(crate) const PAIRS_PER_ITERATION: usize = 2;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    /// Output pixels per micro-kernel tile (accumulator rows).
+    pub mr: usize,
+    /// I32X4 vectors of output channels per tile (accumulator columns).
+    pub nr: usize,
+    /// Input channel pairs per group: `ceil(C_in/groups / 2)`, rounded up to even past 2.
+    pub pairs: usize,
+    /// Byte offset of each kernel tap relative to its pixel's first tap.
+    pub tap_offsets: Vec<usize>,
+    /// Bytes between horizontally adjacent pixels of the scratch.
+    pub pixel_stride: usize,
+    pub padded: [usize; SP],
+    pub scratch_bytes: usize,
+    pub tiles_per_group: usize,
+    pub full_tiles: usize,
+    /// Valid output channels of the last, partial tile of each group (0: no partial tile).
+    pub partial_channels: usize,
+    pub pixel_tiles: usize,
+    pub tile_weight_bytes: usize,
+    pub bias_offset: usize,
+    pub multiplier_offset: usize,
+    pub pixel_table_offset: usize,
+    pub tap_table_offset: usize,
+    pub packed_bytes: usize,
+}
+
+impl Layout {
+    pub fn new(plan: &QConvPlan, tuning: &QConvTuning) -> Result<Layout, CodegenError> {
+        let too_big = |what: &str| CodegenError::Unsupported {
+            op: "qconv",
+            reason: format!("{what} exceed(s) the 32-bit offsets of the kernel's tables"),
+        };
+        // Past two pairs, the reduction loops over pairs two at a time: round up to an even
+        // count (the extra pair has zero weights) so that no k-step is left outside a loop.
+        let pairs = match plan.cin_g.div_ceil(2) {
+            p if p <= PAIRS_PER_ITERATION => p,
+            p => p.next_multiple_of(PAIRS_PER_ITERATION),
+        };
+        let nr = tuning.col_vectors.clamp(1, plan.cout_g.div_ceil(4).max(1));
+        let mr = tuning.rows.clamp(1, plan.out_pixels().max(1));
+        let padded = plan.padded();
+        let pixel_stride = plan.groups * pairs * PAIR_BYTES;
+        let scratch_bytes = (padded.iter().product::<usize>() * pixel_stride).next_multiple_of(64);
+        if scratch_bytes > u32::MAX as usize {
+            return Err(too_big("the padded input"));
+        }
+        let row = padded[2] * pixel_stride;
+        let plane = padded[1] * row;
+        let mut tap_offsets = Vec::with_capacity(plan.taps());
+        for kd in 0..plan.kernel[0] {
+            for kh in 0..plan.kernel[1] {
+                for kw in 0..plan.kernel[2] {
+                    tap_offsets.push(
+                        kd * plan.dilation[0] * plane
+                            + kh * plan.dilation[1] * row
+                            + kw * plan.dilation[2] * pixel_stride,
+                    );
+                }
+            }
+        }
+        let tile_channels = 4 * nr;
+        let tiles_per_group = plan.cout_g.div_ceil(tile_channels);
+        let tiles = plan.groups * tiles_per_group;
+        let tile_weight_bytes = plan.taps() * pairs * nr * 16;
+        let pixel_tiles = plan.out_pixels().div_ceil(mr);
+        let bias_offset = tiles * tile_weight_bytes;
+        let multiplier_offset = bias_offset + tiles * nr * 16;
+        let pixel_table_offset = multiplier_offset + tiles * nr * 16;
+        let tap_table_offset = pixel_table_offset + pixel_tiles * mr * 4;
+        let packed_bytes = tap_table_offset + plan.taps() * 4;
+        // every offset into the blob is an instruction immediate
+        if packed_bytes > i32::MAX as usize {
+            return Err(too_big("the packed weights"));
+        }
+        Ok(Layout {
+            mr,
+            nr,
+            pairs,
+            tap_offsets,
+            pixel_stride,
+            padded,
+            scratch_bytes,
+            tiles_per_group,
+            full_tiles: plan.cout_g / tile_channels,
+            partial_channels: plan.cout_g % tile_channels,
+            pixel_tiles,
+            tile_weight_bytes,
+            bias_offset,
+            multiplier_offset,
+            pixel_table_offset,
+            tap_table_offset,
+            packed_bytes,
+        })
+    }
+
+    /// Byte offset in the scratch of padded pixel `(d, h, w)`.
+    pub fn scratch_pixel(&self, d: usize, h: usize, w: usize) -> usize {
+        ((d * self.padded[1] + h) * self.padded[2] + w) * self.pixel_stride
+    }
+
+    /// The constant blob: packed weights, bias, multipliers, pixel and tap tables.
+    pub fn pack(&self, plan: &QConvPlan) -> Vec<u8> {
+        let mut blob = Vec::with_capacity(self.packed_bytes);
+        let taps = plan.taps();
+        let tile_channels = 4 * self.nr;
+        let channel = |g: usize, t: usize, lane: usize| {
+            let local = t * tile_channels + lane;
+            (local < plan.cout_g).then_some(g * plan.cout_g + local)
+        };
+        // weights: [group][tile][tap][pair][r][j][h]
+        for g in 0..plan.groups {
+            for t in 0..self.tiles_per_group {
+                for tap in 0..taps {
+                    for pair in 0..self.pairs {
+                        for lane in 0..tile_channels {
+                            for h in 0..2 {
+                                let ci = 2 * pair + h;
+                                let w = match channel(g, t, lane) {
+                                    Some(co) if ci < plan.cin_g => {
+                                        plan.weights[(co * plan.cin_g + ci) * taps + tap]
+                                    }
+                                    _ => 0,
+                                };
+                                // centered weights lie in [-255, 255]: exact in i16
+                                blob.extend_from_slice(&(w as i16).to_le_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(blob.len(), self.bias_offset);
+        for g in 0..plan.groups {
+            for t in 0..self.tiles_per_group {
+                for lane in 0..tile_channels {
+                    let b = channel(g, t, lane).map_or(0, |co| plan.bias[co]);
+                    blob.extend_from_slice(&b.to_le_bytes());
+                }
+            }
+        }
+        for g in 0..plan.groups {
+            for t in 0..self.tiles_per_group {
+                for lane in 0..tile_channels {
+                    // padding lanes are computed and discarded; 1.0 keeps them finite
+                    let m = channel(g, t, lane).map_or(1.0, |co| plan.multipliers[co]);
+                    blob.extend_from_slice(&m.to_le_bytes());
+                }
+            }
+        }
+        let pixels = plan.out_pixels();
+        for p in 0..self.pixel_tiles * self.mr {
+            let p = p.min(pixels - 1);
+            let ow = p % plan.output[2];
+            let oh = (p / plan.output[2]) % plan.output[1];
+            let od = p / (plan.output[2] * plan.output[1]);
+            let off = self.scratch_pixel(
+                od * plan.stride[0],
+                oh * plan.stride[1],
+                ow * plan.stride[2],
+            );
+            blob.extend_from_slice(&(off as u32).to_le_bytes());
+        }
+        for &off in &self.tap_offsets {
+            blob.extend_from_slice(&(off as u32).to_le_bytes());
+        }
+        debug_assert_eq!(blob.len(), self.packed_bytes);
+        blob
+    }
+}

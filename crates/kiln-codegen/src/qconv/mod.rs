@@ -1,0 +1,417 @@
+//! The int8 convolution kernel (`Op::QConv`, ONNX QLinearConv with a fused clamp): compile a
+//! node into a [`QConvKernel`] specialized to its shapes, strides, pads, dilations, groups,
+//! quantization and activation, with its weights packed, and run it on input buffers.
+//! Results equal `kiln-interp`'s bit for bit (see docs/kernels.md for the arithmetic).
+
+mod emit;
+mod layout;
+mod plan;
+
+use crate::jit::{Jit, JitOptions};
+use crate::CodegenError;
+use kiln_ir::{ConvAttrs, DType, Tensor, TensorData, TensorType};
+use layout::Layout;
+use plan::QConvPlan;
+
+/// Micro-kernel shape: `rows` output pixels × `col_vectors` I32X4 vectors of output channels.
+/// The default (4 × 2: 8 accumulators, 2 weight registers, 1 broadcast) leaves x64's 16 xmm
+/// registers room; both are clamped to the problem (fewer pixels or channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QConvTuning {
+    pub rows: usize,
+    pub col_vectors: usize,
+}
+
+impl Default for QConvTuning {
+    fn default() -> Self {
+        QConvTuning {
+            rows: 4,
+            col_vectors: 2,
+        }
+    }
+}
+
+/// A 16-byte aligned byte buffer without `unsafe`: a `Vec<u8>` with 15 spare bytes, used
+/// from the first 16-byte boundary (the heap block never moves: the Vec is never resized).
+#[derive(Debug)]
+struct AlignedBytes {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn zeroed(len: usize) -> AlignedBytes {
+        let buf = vec![0u8; len + 15];
+        let start = buf.as_ptr().align_offset(16);
+        AlignedBytes { buf, start, len }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> AlignedBytes {
+        let mut a = AlignedBytes::zeroed(bytes.len());
+        a.as_mut_slice().copy_from_slice(bytes);
+        a
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Working memory of a [`QConvKernel`] (the widened, padded input), reusable across calls.
+#[derive(Debug)]
+pub struct QConvScratch {
+    bytes: AlignedBytes,
+}
+
+/// Integer element types a kernel reads and writes.
+pub trait Int8: Copy + sealed::Sealed {
+    const DTYPE: DType;
+}
+impl Int8 for u8 {
+    const DTYPE: DType = DType::U8;
+}
+impl Int8 for i8 {
+    const DTYPE: DType = DType::I8;
+}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+}
+
+/// The compiled widening step of one batch item: `(x, scratch)`.
+type WidenFn = unsafe extern "C" fn(*const u8, *mut u8);
+/// The compiled convolution of one batch item: `(packed constants, scratch, out)`.
+type ComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
+
+/// A QConv node's operands as the kernel generator needs them: `x_ty` the input type (u8/i8
+/// quantized per tensor), `w` the constant weights `[C_out, C_in/groups, k..]` with type
+/// `w_ty` (per tensor or per output channel), `bias` the optional constant i32 bias with its
+/// type, `out_ty` the output type (u8/i8 per tensor).
+#[derive(Clone, Copy, Debug)]
+pub struct QConvNode<'a> {
+    pub attrs: &'a ConvAttrs,
+    pub x_ty: &'a TensorType,
+    pub w: &'a Tensor,
+    pub w_ty: &'a TensorType,
+    pub bias: Option<(&'a Tensor, &'a TensorType)>,
+    pub out_ty: &'a TensorType,
+}
+
+/// A compiled QConv. Owns its machine code, packed constants and the JIT that holds them.
+pub struct QConvKernel {
+    name: String,
+    plan: QConvPlan,
+    layout: Layout,
+    packed: AlignedBytes,
+    widen: WidenFn,
+    compute: ComputeFn,
+    /// Declared last: dropped after everything else; `widen` and `compute` point into it.
+    jit: Jit,
+}
+
+impl std::fmt::Debug for QConvKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QConvKernel")
+            .field("name", &self.name)
+            .field("x", &self.plan.x_shape)
+            .field("out", &self.plan.out_shape)
+            .field("mr", &self.layout.mr)
+            .field("nr", &self.layout.nr)
+            .finish()
+    }
+}
+
+impl QConvKernel {
+    /// Compile a QConv node for the host.
+    pub fn compile(
+        node: &QConvNode,
+        options: &JitOptions,
+        tuning: &QConvTuning,
+    ) -> Result<QConvKernel, CodegenError> {
+        let plan = QConvPlan::new(
+            node.attrs,
+            node.x_ty,
+            node.w,
+            node.w_ty,
+            node.bias,
+            node.out_ty,
+        )?;
+        let layout = Layout::new(&plan, tuning)?;
+        let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
+        let mut jit = Jit::host(options)?;
+        let name = format!(
+            "qconv_{}x{}_k{:?}_s{:?}_g{}",
+            plan.c_in, plan.c_out, plan.kernel, plan.stride, plan.groups
+        )
+        .replace([' ', '[', ']', ','], "");
+        let widen_fn = emit::build_widen_function(
+            &plan,
+            &layout,
+            jit.pointer_signature(2),
+            jit.target_config(),
+        );
+        let widen = jit.compile(&format!("{name}_widen"), widen_fn)?;
+        let compute_fn = emit::build_compute_function(
+            &plan,
+            &layout,
+            jit.pointer_signature(3),
+            jit.target_config(),
+            jit.features().is_x86_64(),
+        );
+        let compute = jit.compile(&name, compute_fn)?;
+        // SAFETY: `widen` and `compute` are the entries of the functions just compiled from
+        // signatures of two and three pointer parameters, no results, in the target's default (C)
+        // calling convention — `WidenFn` and `ComputeFn`. They stay valid while `jit` lives,
+        // and `jit` is owned by the kernel alongside them.
+        let (widen, compute) = unsafe {
+            (
+                std::mem::transmute::<*const u8, WidenFn>(widen),
+                std::mem::transmute::<*const u8, ComputeFn>(compute),
+            )
+        };
+        Ok(QConvKernel {
+            name,
+            plan,
+            layout,
+            packed,
+            widen,
+            compute,
+            jit,
+        })
+    }
+
+    /// The compute function's name (the widening step is `{name}_widen`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cranelift's listing of the compute function's machine code (the micro-kernel), when
+    /// compiled with `capture_disassembly`.
+    pub fn disassembly(&self) -> Option<&str> {
+        self.jit.disassembly(&self.name)
+    }
+
+    /// The listing of the widening step, when compiled with `capture_disassembly`.
+    pub fn widen_disassembly(&self) -> Option<&str> {
+        self.jit.disassembly(&format!("{}_widen", self.name))
+    }
+
+    pub fn output_shape(&self) -> &[usize] {
+        &self.plan.out_shape
+    }
+
+    pub fn input_shape(&self) -> &[usize] {
+        &self.plan.x_shape
+    }
+
+    /// Multiply-accumulates of one run (padding taps included, as the op's definition).
+    pub fn macs(&self) -> u64 {
+        self.plan.macs()
+    }
+
+    /// The micro-kernel actually used: `(output pixels, output channels)` per tile.
+    pub fn tile(&self) -> (usize, usize) {
+        (self.layout.mr, 4 * self.layout.nr)
+    }
+
+    pub fn new_scratch(&self) -> QConvScratch {
+        QConvScratch {
+            bytes: AlignedBytes::zeroed(self.layout.scratch_bytes),
+        }
+    }
+
+    /// Run on raw elements: `x` of the input shape, `out` of the output shape, both in the
+    /// dtypes the kernel was compiled for.
+    pub fn run_into<X: Int8, Y: Int8>(
+        &self,
+        x: &[X],
+        out: &mut [Y],
+        scratch: &mut QConvScratch,
+    ) -> Result<(), CodegenError> {
+        let bad = |what: String| CodegenError::BadBuffer {
+            kernel: self.name.clone(),
+            what,
+        };
+        if X::DTYPE != self.plan.x_dtype || Y::DTYPE != self.plan.out_dtype {
+            return Err(bad(format!(
+                "buffers are {} → {}, the kernel takes {} → {}",
+                X::DTYPE,
+                Y::DTYPE,
+                self.plan.x_dtype,
+                self.plan.out_dtype
+            )));
+        }
+        let (x_len, out_len) = (
+            self.plan.x_shape.iter().product::<usize>(),
+            self.plan.out_shape.iter().product::<usize>(),
+        );
+        if x.len() != x_len || out.len() != out_len {
+            return Err(bad(format!(
+                "input has {} elements (expected {x_len}), output {} (expected {out_len})",
+                x.len(),
+                out.len()
+            )));
+        }
+        if scratch.bytes.len != self.layout.scratch_bytes {
+            return Err(bad(format!(
+                "scratch of {} bytes, expected {} (use new_scratch)",
+                scratch.bytes.len, self.layout.scratch_bytes
+            )));
+        }
+        let packed = self.packed.as_slice();
+        let scratch = scratch.bytes.as_mut_slice();
+        let batch = self.plan.batch;
+        let (x_image, out_image) = (x_len / batch.max(1), out_len / batch.max(1));
+        for n in 0..batch {
+            let x_n = &x[n * x_image..(n + 1) * x_image];
+            let out_n = &mut out[n * out_image..(n + 1) * out_image];
+            // SAFETY: the entries are valid while `self.jit` lives (it does: `self` is
+            // borrowed). `widen` reads one image (`x_image` one-byte elements) of `x_n` and
+            // writes `layout.scratch_bytes` 16-byte-aligned bytes of `scratch`; `compute`
+            // reads the scratch and the packed blob it was compiled against
+            // (`layout.packed_bytes`, 16-byte aligned) and writes exactly `out_image` bytes
+            // of `out_n`. All sizes are checked above; the buffers are
+            // live and distinct (`&`/`&mut` borrows). u8 and i8 have the same size and
+            // alignment, so the pointer casts keep extents.
+            unsafe {
+                (self.widen)(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr());
+                (self.compute)(
+                    packed.as_ptr(),
+                    scratch.as_ptr(),
+                    out_n.as_mut_ptr().cast::<u8>(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Run on a tensor, returning the output tensor (allocates output and scratch).
+    pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
+        if x.shape() != self.plan.x_shape.as_slice() {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name.clone(),
+                what: format!(
+                    "input shape {:?}, expected {:?}",
+                    x.shape(),
+                    self.plan.x_shape
+                ),
+            });
+        }
+        let mut scratch = self.new_scratch();
+        let n: usize = self.plan.out_shape.iter().product();
+        let data = match (x.data(), self.plan.out_dtype) {
+            (TensorData::U8(v), DType::U8) => {
+                let mut out = vec![0u8; n];
+                self.run_into(v, &mut out, &mut scratch)?;
+                TensorData::U8(out)
+            }
+            (TensorData::U8(v), _) => {
+                let mut out = vec![0i8; n];
+                self.run_into(v, &mut out, &mut scratch)?;
+                TensorData::I8(out)
+            }
+            (TensorData::I8(v), DType::U8) => {
+                let mut out = vec![0u8; n];
+                self.run_into(v, &mut out, &mut scratch)?;
+                TensorData::U8(out)
+            }
+            (TensorData::I8(v), _) => {
+                let mut out = vec![0i8; n];
+                self.run_into(v, &mut out, &mut scratch)?;
+                TensorData::I8(out)
+            }
+            _ => {
+                return Err(CodegenError::BadBuffer {
+                    kernel: self.name.clone(),
+                    what: format!("input is {}, expected {}", x.dtype(), self.plan.x_dtype),
+                })
+            }
+        };
+        Tensor::new(self.plan.out_shape.clone(), data).map_err(|e| CodegenError::BadBuffer {
+            kernel: self.name.clone(),
+            what: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{Activation, Quant};
+
+    /// A 3×3 conv with 64 input and output channels: the shape of the benchmark.
+    fn conv_64(options: &JitOptions) -> QConvKernel {
+        let (c, hw) = (64, 6);
+        let w = Tensor::new(vec![c, c, 3, 3], TensorData::I8(vec![1; c * c * 9])).unwrap();
+        let x_ty =
+            TensorType::new(DType::U8, vec![1, c, hw, hw]).with_quant(Quant::per_tensor(0.02, 128));
+        let w_ty =
+            TensorType::new(DType::I8, vec![c, c, 3, 3]).with_quant(Quant::per_tensor(0.01, 0));
+        let y_ty =
+            TensorType::new(DType::U8, vec![1, c, hw, hw]).with_quant(Quant::per_tensor(0.05, 0));
+        let attrs = ConvAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            dilations: vec![1, 1],
+            groups: 1,
+            act: Some(Activation::Relu),
+        };
+        let node = QConvNode {
+            attrs: &attrs,
+            x_ty: &x_ty,
+            w: &w,
+            w_ty: &w_ty,
+            bias: None,
+            out_ty: &y_ty,
+        };
+        QConvKernel::compile(&node, options, &QConvTuning::default()).unwrap()
+    }
+
+    /// The instruction selection the design relies on (DESIGN §6): the k-loop body is
+    /// `pmaddwd` + `paddd` with every accumulator in a register. 32 channel pairs per tap
+    /// run as a loop of two k-steps per iteration: 2 · (4 pixels × 2 vectors) `pmaddwd`s.
+    #[test]
+    fn inner_loop_is_pmaddwd_on_registers() {
+        let kernel = conv_64(&JitOptions {
+            capture_disassembly: true,
+            verify: Some(true),
+        });
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let listing = kernel.disassembly().expect("captured");
+        let blocks: Vec<&str> = listing.split("\nblock").collect();
+        let k_loops: Vec<&&str> = blocks.iter().filter(|b| b.contains("pmaddwd")).collect();
+        // one k-loop per tap of the full channel tiles
+        assert_eq!(k_loops.len(), 9, "{listing}");
+        for body in k_loops {
+            assert_eq!(body.matches("pmaddwd").count(), 16, "{body}");
+            assert_eq!(body.matches("paddd").count(), 16, "{body}");
+            // no spill or reload of an accumulator
+            assert!(!body.contains("rsp"), "{body}");
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_buffers() {
+        let kernel = conv_64(&JitOptions::default());
+        let mut scratch = kernel.new_scratch();
+        let x = vec![0u8; 64 * 36];
+        let mut out = vec![0u8; 64 * 36];
+        assert!(kernel.run_into(&x, &mut out, &mut scratch).is_ok());
+        assert!(kernel.run_into(&x[1..], &mut out, &mut scratch).is_err());
+        let mut out_i8 = vec![0i8; 64 * 36];
+        assert!(kernel.run_into(&x, &mut out_i8, &mut scratch).is_err());
+        let x_i8 = vec![0i8; 64 * 36];
+        assert!(kernel.run_into(&x_i8, &mut out, &mut scratch).is_err());
+        let wrong = Tensor::new(vec![1, 64, 6, 5], TensorData::U8(vec![0; 64 * 30])).unwrap();
+        assert!(kernel.run(&wrong).is_err());
+    }
+}
