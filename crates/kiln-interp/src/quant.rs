@@ -298,7 +298,11 @@ pub(crate) fn qconv(
         .enumerate()
         .map(|(i, &a)| {
             let c = (i / out_n.max(1)) % g.c_out;
-            requantize(a.wrapping_add(bias[c]), multipliers[c], zy[0], out_range).clamp(lo, hi)
+            requantize(a.wrapping_add(bias[c]), multipliers[c], zy[0], out_range)
+                // max then min, not clamp: a fused Clip with min > max gives max everywhere
+                // (ONNX Clip), where clamp would panic.
+                .max(lo)
+                .min(hi)
         })
         .collect();
     store_q(out.dtype, g.output_shape(), q)
