@@ -114,6 +114,9 @@ pub(crate) fn splat_f32(b: &mut FunctionBuilder, v: f32) -> Value {
     b.ins().splat(types::F32X4, s)
 }
 
+/// An int8 inner-product step `(builder, acc, activations, weights) → acc'`.
+pub(crate) type Accumulate = fn(&mut FunctionBuilder, Value, Value, Value) -> Value;
+
 /// `acc + pmaddwd(a, w)` on I16X8 operands: lane `j` of the I32X4 result adds
 /// `a[2j]·w[2j] + a[2j+1]·w[2j+1]`. Written as the tree the x64 backend matches
 /// (`iadd_pairwise(imul(swiden_low a, swiden_low w), imul(swiden_high a, swiden_high w))`,
@@ -129,6 +132,37 @@ pub(crate) fn pmaddwd_accumulate(b: &mut FunctionBuilder, acc: Value, a: Value, 
     let hi = b.ins().imul(a_hi, w_hi);
     let dot = b.ins().iadd_pairwise(lo, hi);
     b.ins().iadd(acc, dot)
+}
+
+/// `acc + vpdpbusd(a, w)` on I8X16 operands, `a` read as u8 and `w` as i8: lane `j` of the
+/// I32X4 result adds `Σ_{h<4} a[4j+h]·w[4j+h]`. Written as the tree the x64 backend folds
+/// into one `vpdpbusd` with AVX-VNNI or AVX512-VNNI+VL (cranelift-codegen
+/// `isa/x64/lower.isle`, rules 7 and 8 after "AVX-VNNI: fold the u8*i8 widening
+/// dot-accumulate tree"): `iadd(iadd_pairwise(iadd_pairwise(swiden_low lo, swiden_high lo),
+/// iadd_pairwise(swiden_low hi, swiden_high hi)), acc)` with `lo = imul(swiden_low w,
+/// uwiden_low a)`, `hi` likewise — the signed operand first, the accumulator last. Its
+/// meaning is exact everywhere: a u8·s8 product fits i16, four of them fit i32, and the
+/// accumulation wraps like `vpdpbusd` (not the saturating `vpdpbusds`).
+pub(crate) fn vpdpbusd_accumulate(
+    b: &mut FunctionBuilder,
+    acc: Value,
+    a: Value,
+    w: Value,
+) -> Value {
+    let w_lo = b.ins().swiden_low(w);
+    let a_lo = b.ins().uwiden_low(a);
+    let w_hi = b.ins().swiden_high(w);
+    let a_hi = b.ins().uwiden_high(a);
+    let lo = b.ins().imul(w_lo, a_lo);
+    let hi = b.ins().imul(w_hi, a_hi);
+    let lo_l = b.ins().swiden_low(lo);
+    let lo_h = b.ins().swiden_high(lo);
+    let lo_sum = b.ins().iadd_pairwise(lo_l, lo_h);
+    let hi_l = b.ins().swiden_low(hi);
+    let hi_h = b.ins().swiden_high(hi);
+    let hi_sum = b.ins().iadd_pairwise(hi_l, hi_h);
+    let dot = b.ins().iadd_pairwise(lo_sum, hi_sum);
+    b.ins().iadd(dot, acc)
 }
 
 /// `max(v, bound)` lane-wise with Rust's `f32::max` NaN rule (a NaN `v` gives `bound`),

@@ -5,8 +5,10 @@
 //! - [`jit`]: [`Jit`], a Cranelift JIT module for the host (opt_level=speed), and
 //!   [`IsaFeatures`], what the selected ISA can do;
 //! - [`qconv`]: [`QConvKernel`], the int8 convolution (`Op::QConv`) as an implicit GEMM whose
-//!   inner product is one `pmaddwd` per 8 MACs, bit-exact against `kiln-interp`;
-//! - [`probe`]: the host's clock and peak `pmaddwd` rate, to report kernels' efficiency.
+//!   inner product is one `pmaddwd` per 8 MACs, or one `vpdpbusd` per 16 on VNNI hosts,
+//!   bit-exact against `kiln-interp`;
+//! - [`probe`]: the host's clock and peak `pmaddwd`/`vpdpbusd` rates, to report kernels'
+//!   efficiency.
 
 pub mod error;
 pub mod jit;
@@ -17,4 +19,4 @@ mod clif;
 
 pub use error::CodegenError;
 pub use jit::{IsaFeatures, Jit, JitOptions};
-pub use qconv::{Int8, QConvKernel, QConvNode, QConvScratch, QConvTuning};
+pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvScratch, QConvTuning};

@@ -1,9 +1,9 @@
 //! Machine probes for reporting kernel efficiency (DESIGN §9): the core clock, measured as
-//! a chain of dependent 1-cycle integer adds, and the peak int8 MAC rate of the 128-bit
-//! `pmaddwd` + `paddd` sequence the QConv micro-kernel is built from, both JIT-compiled
-//! through the same Cranelift pipeline as the kernels.
+//! a chain of dependent 1-cycle integer adds, and the peak int8 MAC rates of the 128-bit
+//! sequences the QConv micro-kernel is built from (`pmaddwd` + `paddd`; `vpdpbusd` where
+//! the host has VNNI), all JIT-compiled through the same Cranelift pipeline as the kernels.
 
-use crate::clif::{counted_loop_dyn, mem, pmaddwd_accumulate};
+use crate::clif::{counted_loop_dyn, mem, pmaddwd_accumulate, vpdpbusd_accumulate, Accumulate};
 use crate::jit::{Jit, JitOptions};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, UserFuncName};
@@ -18,12 +18,19 @@ pub struct MachineProbe {
     /// int8 multiply-accumulates per second of a register-blocked `pmaddwd` loop
     /// (8 MACs per instruction) on one core.
     pub pmaddwd_macs_per_second: f64,
+    /// The same for `vpdpbusd` (16 MACs per instruction); `None` without VNNI.
+    pub vpdpbusd_macs_per_second: Option<f64>,
 }
 
 impl MachineProbe {
     /// MACs per core cycle of the `pmaddwd` loop.
     pub fn pmaddwd_macs_per_cycle(&self) -> f64 {
         self.pmaddwd_macs_per_second / self.clock_hz
+    }
+
+    /// MACs per core cycle of the `vpdpbusd` loop, where there is one.
+    pub fn vpdpbusd_macs_per_cycle(&self) -> Option<f64> {
+        self.vpdpbusd_macs_per_second.map(|r| r / self.clock_hz)
     }
 }
 
@@ -42,13 +49,20 @@ pub fn probe_host(repeats: usize) -> Result<MachineProbe, CodegenError> {
     let mut jit = Jit::host(&options)?;
     let clock = jit.compile("probe_add_chain", add_chain(&jit))?;
     let peak = jit.compile("probe_pmaddwd_peak", pmaddwd_peak(&jit))?;
-    // SAFETY: both functions were compiled just above with exactly these C signatures
-    // (`add_chain`: (i64, ptr) -> i64; `pmaddwd_peak`: (i64, ptr, ptr)), and `jit`
-    // outlives every call below.
-    let (clock, peak) = unsafe {
+    let vnni_peak = if jit.features().has_xmm_vnni() {
+        Some(jit.compile("probe_vpdpbusd_peak", vpdpbusd_peak(&jit))?)
+    } else {
+        None
+    };
+    type PeakFn = unsafe extern "C" fn(i64, *const u8, *mut u8);
+    // SAFETY: the functions were compiled just above with exactly these C signatures
+    // (`add_chain`: (i64, ptr) -> i64; `pmaddwd_peak`, `vpdpbusd_peak`: (i64, ptr, ptr)),
+    // and `jit` outlives every call below.
+    let (clock, peak, vnni_peak) = unsafe {
         (
             std::mem::transmute::<*const u8, unsafe extern "C" fn(i64, *const i64) -> i64>(clock),
-            std::mem::transmute::<*const u8, unsafe extern "C" fn(i64, *const u8, *mut u8)>(peak),
+            std::mem::transmute::<*const u8, PeakFn>(peak),
+            vnni_peak.map(|code| std::mem::transmute::<*const u8, PeakFn>(code)),
         )
     };
     let one = 1i64;
@@ -68,9 +82,18 @@ pub fn probe_host(repeats: usize) -> Result<MachineProbe, CodegenError> {
         unsafe { peak(peak_iters, operands.as_ptr(), sink.as_mut_ptr()) };
         std::hint::black_box(&sink);
     });
+    let vnni_seconds = vnni_peak.map(|peak| {
+        best_of(repeats, || {
+            // SAFETY: as for `peak`: the same operand window and sink sizes.
+            unsafe { peak(peak_iters, operands.as_ptr(), sink.as_mut_ptr()) };
+            std::hint::black_box(&sink);
+        })
+    });
     Ok(MachineProbe {
         clock_hz: (clock_iters as f64 * CHAIN as f64) / add_seconds,
         pmaddwd_macs_per_second: (peak_iters as f64 * PEAK_ACCS as f64 * 8.0) / peak_seconds,
+        vpdpbusd_macs_per_second: vnni_seconds
+            .map(|s| (peak_iters as f64 * PEAK_ACCS as f64 * 16.0) / s),
     })
 }
 
@@ -121,6 +144,16 @@ fn add_chain(jit: &Jit) -> Function {
 /// `pmaddwd`s cannot be hoisted out of the loop) times four register operands into eight
 /// accumulators — the micro-kernel's instruction mix without its broadcasts.
 fn pmaddwd_peak(jit: &Jit) -> Function {
+    peak_loop(jit, types::I16X8, pmaddwd_accumulate)
+}
+
+/// The same loop with `vpdpbusd` on I8X16 operands (one instruction per 16 MACs, the
+/// accumulator updated in place).
+fn vpdpbusd_peak(jit: &Jit) -> Function {
+    peak_loop(jit, types::I8X16, vpdpbusd_accumulate)
+}
+
+fn peak_loop(jit: &Jit, vector: types::Type, accumulate: Accumulate) -> Function {
     let mut sig = jit.pointer_signature(0);
     sig.params.push(AbiParam::new(types::I64));
     sig.params.push(AbiParam::new(jit.pointer_type()));
@@ -134,7 +167,7 @@ fn pmaddwd_peak(jit: &Jit) -> Function {
     let p = b.block_params(entry).to_vec();
     let (iters, src, out) = (p[0], p[1], p[2]);
     let regs: Vec<_> = (0..4)
-        .map(|k| b.ins().load(types::I16X8, mem(), src, 2048 + 16 * k))
+        .map(|k| b.ins().load(vector, mem(), src, 2048 + 16 * k))
         .collect();
     let accs: Vec<_> = (0..PEAK_ACCS)
         .map(|_| b.declare_var(types::I32X4))
@@ -149,14 +182,14 @@ fn pmaddwd_peak(jit: &Jit) -> Function {
         let off = b.ins().ishl_imm_u(window, 5);
         let at = b.ins().iadd(src, off);
         let loaded = [
-            b.ins().load(types::I16X8, mem(), at, 0),
-            b.ins().load(types::I16X8, mem(), at, 16),
+            b.ins().load(vector, mem(), at, 0),
+            b.ins().load(vector, mem(), at, 16),
         ];
         for (l, &lv) in loaded.iter().enumerate() {
             for (r, &rv) in regs.iter().enumerate() {
                 let acc = accs[4 * l + r];
                 let a = b.use_var(acc);
-                let a = pmaddwd_accumulate(b, a, lv, rv);
+                let a = accumulate(b, a, lv, rv);
                 b.def_var(acc, a);
             }
         }
@@ -193,8 +226,19 @@ mod tests {
         .expect("host is supported");
         jit.compile("peak", pmaddwd_peak(&jit)).expect("compiles");
         jit.compile("chain", add_chain(&jit)).expect("compiles");
+        if jit.features().has_xmm_vnni() {
+            jit.compile("vnni", vpdpbusd_peak(&jit)).expect("compiles");
+        }
         let peak = jit.disassembly("peak").expect("captured");
         let chain = jit.disassembly("chain").expect("captured");
+        if jit.features().has_xmm_vnni() {
+            let rate = probe.vpdpbusd_macs_per_cycle().expect("probed with VNNI");
+            assert!(rate >= 1.0, "{probe:?}");
+            let vnni = jit.disassembly("vnni").expect("captured");
+            assert_eq!(vnni.matches("vpdpbusd").count(), PEAK_ACCS, "{vnni}");
+        } else {
+            assert_eq!(probe.vpdpbusd_macs_per_second, None);
+        }
         if jit.features().is_x86_64() {
             assert_eq!(peak.matches("pmaddwd").count(), PEAK_ACCS, "{peak}");
             // the chain stays CHAIN dependent register adds (`add` or two-operand `lea`, both

@@ -6,7 +6,7 @@
 //!
 //! `PROPTEST_CASES` sets the number of random problems (default 1000).
 
-use kiln_codegen::{JitOptions, QConvKernel, QConvNode, QConvTuning};
+use kiln_codegen::{InnerProduct, Jit, JitOptions, QConvKernel, QConvNode, QConvTuning};
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
@@ -55,6 +55,9 @@ struct Case {
     bias: bool,
     /// Scales that are powers of two, so that many products land exactly on .5 ties.
     tie_scales: bool,
+    /// Signed weights with zero point 0 (else occasionally ±5): centered weights that fit
+    /// i8, so VNNI hosts run these through `vpdpbusd`.
+    symmetric_weights: bool,
     seed: u64,
 }
 
@@ -110,7 +113,7 @@ fn case() -> impl Strategy<Value = Case> {
         rank,
         channels,
         1usize..=2,
-        any::<[bool; 7]>(),
+        any::<[bool; 8]>(),
         0u8..=2,
         any::<u64>(),
     )
@@ -133,6 +136,7 @@ fn case() -> impl Strategy<Value = Case> {
                 act,
                 bias: flags[5],
                 tie_scales: flags[6],
+                symmetric_weights: flags[7],
                 seed,
             })
         })
@@ -158,6 +162,11 @@ fn dtype(signed: bool) -> DType {
 
 /// Compile and run the case's kernel and the interpreter; `Err` describes a mismatch.
 fn check(case: &Case, tuning: &QConvTuning) -> Result<(), String> {
+    check_with(case, tuning).map(|_| ())
+}
+
+/// [`check`], returning the inner product the kernel used.
+fn check_with(case: &Case, tuning: &QConvTuning) -> Result<InnerProduct, String> {
     let mut rng = Rng(case.seed);
     let (c_in, c_out) = (case.cin_g * case.groups, case.cout_g * case.groups);
     let mut x_shape = vec![case.batch, c_in];
@@ -181,7 +190,7 @@ fn check(case: &Case, tuning: &QConvTuning) -> Result<(), String> {
     let w_zp = |rng: &mut Rng| -> i32 {
         if case.w_unsigned {
             rng.int(100, 150) as i32
-        } else if rng.int(0, 3) == 0 {
+        } else if !case.symmetric_weights && rng.int(0, 3) == 0 {
             rng.int(-5, 5) as i32
         } else {
             0
@@ -275,7 +284,7 @@ fn check(case: &Case, tuning: &QConvTuning) -> Result<(), String> {
             wrong.first().map_or(0, |&i| w[i]),
         ));
     }
-    Ok(())
+    Ok(kernel.inner_product())
 }
 
 /// ONNX conv output extent per spatial dim: `(in + pads − span) / stride + 1`.
@@ -289,6 +298,18 @@ fn conv_output_shape(case: &Case) -> Vec<usize> {
     shape
 }
 
+/// The inner product the default tuning must pick for a case with symmetric i8 weights
+/// (centered weights in [-128, 127]): `vpdpbusd` exactly when the host has VNNI.
+fn expected_default_inner(case: &Case) -> InnerProduct {
+    assert!(case.symmetric_weights && !case.w_unsigned);
+    let host = Jit::host(&JitOptions::default()).expect("host is supported");
+    if host.features().has_xmm_vnni() {
+        InnerProduct::Vpdpbusd
+    } else {
+        InnerProduct::Pmaddwd
+    }
+}
+
 fn cases_from_env(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -299,9 +320,18 @@ fn cases_from_env(default: u32) -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases_from_env(1000)))]
 
+    /// Both inner products: `vpdpbusd` where the host has VNNI and the weights fit i8
+    /// (the default), and `pmaddwd` forced.
     #[test]
     fn qconv_jit_matches_interpreter(case in case()) {
-        prop_assert_eq!(check(&case, &QConvTuning::default()), Ok(()));
+        let used = check_with(&case, &QConvTuning::default());
+        if case.symmetric_weights && !case.w_unsigned {
+            prop_assert_eq!(used, Ok(expected_default_inner(&case)));
+        } else {
+            prop_assert!(used.is_ok(), "{:?}", used);
+        }
+        let pmaddwd = QConvTuning { allow_vnni: false, ..QConvTuning::default() };
+        prop_assert_eq!(check(&case, &pmaddwd), Ok(()));
     }
 }
 
@@ -314,8 +344,10 @@ proptest! {
         case in case(),
         rows in 1usize..=6,
         col_vectors in 1usize..=3,
+        allow_vnni in any::<bool>(),
     ) {
-        prop_assert_eq!(check(&case, &QConvTuning { rows, col_vectors }), Ok(()));
+        let tuning = QConvTuning { rows, col_vectors, allow_vnni };
+        prop_assert_eq!(check(&case, &tuning), Ok(()));
     }
 }
 
@@ -342,9 +374,19 @@ fn wide_channels_use_the_k_loop() {
             act,
             bias: true,
             tie_scales: false,
+            symmetric_weights: true,
             seed: 7,
         };
-        assert_eq!(check(&case, &QConvTuning::default()), Ok(()));
+        // symmetric i8 weights: the default takes `vpdpbusd` on VNNI hosts
+        assert_eq!(
+            check_with(&case, &QConvTuning::default()),
+            Ok(expected_default_inner(&case))
+        );
+        let pmaddwd = QConvTuning {
+            allow_vnni: false,
+            ..QConvTuning::default()
+        };
+        assert_eq!(check(&case, &pmaddwd), Ok(()));
         // an odd number of channel pairs leaves one pair after the unrolled-by-2 loop
         let odd = Case {
             cin_g: 19 * 2 - 1,

@@ -1,17 +1,17 @@
 //! CLIF for one QConv, as two functions run per batch item: *widen* fills the scratch with
-//! `zp_x` (the padding) and widens the input into it (u8/i8 → i16 channel pairs,
-//! [`Layout`]); *compute* then, for each group and tile of `4·nr` output channels, sweeps
-//! the output pixels `mr` at a time through the micro-kernel:
-//! `mr × nr` I32X4 accumulators, and per k-step (tap, input channel pair) `nr` weight vector
-//! loads, `mr` loads of (pre-broadcast) activation pairs and `mr·nr` `pmaddwd`s. The epilogue
-//! adds the folded bias, requantizes in f32 exactly as the interpreter does, and stores
-//! bytes into the NCHW output.
+//! `zp_x` (the padding) and widens the input into it (i16 channel pairs or u8 channel
+//! quads, [`Layout`]); *compute* then, for each group and tile of `4·nr` output channels,
+//! sweeps the output pixels `mr` at a time through the micro-kernel: `mr × nr` I32X4
+//! accumulators, and per k-step (tap, input channel pair or quad) `nr` weight vector loads,
+//! `mr` loads of (pre-broadcast) activation words and `mr·nr` `pmaddwd`s or `vpdpbusd`s.
+//! The epilogue adds the folded bias, requantizes in f32 exactly as the interpreter does,
+//! and stores bytes into the NCHW output.
 
-use super::layout::{Layout, PAIRS_PER_ITERATION, PAIR_BYTES};
+use super::layout::{InnerProduct, Layout, STEPS_PER_ITERATION, STEP_BYTES};
 use super::plan::QConvPlan;
 use crate::clif::{
     at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, pmaddwd_accumulate, scaled,
-    splat_f32, splat_i32,
+    splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
 };
 use cranelift_codegen::ir::{
     types, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
@@ -115,10 +115,21 @@ fn ro() -> MemFlagsData {
     flags
 }
 
-/// Every scratch i32 ← the i16 pair `(zp_x, zp_x)`: padding reads the input zero point.
+/// Every scratch word ← the padding: the i16 pair `(zp_x, zp_x)` (`pmaddwd`) or four bytes
+/// `zp_x + offset` (`vpdpbusd`): padding reads the input zero point.
 fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scratch: Value) {
-    let zp16 = plan.x_zero_point as i16 as u16 as u32;
-    let pattern = splat_i32(b, (zp16 | (zp16 << 16)) as i32);
+    let word = match layout.inner {
+        InnerProduct::Pmaddwd => {
+            let zp16 = plan.x_zero_point as i16 as u16 as u32;
+            zp16 | (zp16 << 16)
+        }
+        InnerProduct::Vpdpbusd => {
+            // zp_x + offset is in [0, 255]: zp_x is u8, or i8 shifted by 128
+            let byte = (plan.x_zero_point + layout.activation_offset) as u8 as u32;
+            byte * 0x0101_0101
+        }
+    };
+    let pattern = splat_i32(b, word as i32);
     // scratch_bytes is a multiple of 64: four aligned 16-byte stores per iteration
     counted_loop(b, layout.scratch_bytes / 64, |b, i| {
         let base = scaled(b, scratch, i, 64);
@@ -128,9 +139,9 @@ fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scra
     });
 }
 
-/// Widen the input into the scratch: per pixel and input channel pair, the i16 pair
-/// `(x[2j], x[2j+1])` repeated four times (an odd group's last channel pairs with `zp_x`,
-/// which meets a zero weight).
+/// Widen the input into the scratch: per pixel and k-step `j`, the word of input channels
+/// `(c·j .. c·j + c)` (`c` = channels per step) repeated four times; a group's last step
+/// fills missing channels with the padding value, which meets zero weights.
 fn widen_input(
     b: &mut FunctionBuilder,
     plan: &QConvPlan,
@@ -140,42 +151,72 @@ fn widen_input(
 ) {
     let origin = layout.scratch_pixel(plan.pad_begin[0], plan.pad_begin[1], plan.pad_begin[2]);
     let plane = plan.in_pixels();
+    let per_step = layout.inner.channels_per_step();
     counted_loop(b, plan.groups, |b, g| {
         let src_g = scaled(b, x_n, g, plan.cin_g * plane);
-        let dst_g = scaled(b, scratch, g, layout.pairs * PAIR_BYTES);
-        counted_loop(b, plan.cin_g / 2, |b, j| {
-            let src = scaled(b, src_g, j, 2 * plane);
-            let dst = scaled(b, dst_g, j, PAIR_BYTES);
-            widen_pair_planes(b, plan, layout, src, Some(plane), dst, origin);
+        let dst_g = scaled(b, scratch, g, layout.steps * STEP_BYTES);
+        counted_loop(b, plan.cin_g / per_step, |b, j| {
+            let src = scaled(b, src_g, j, per_step * plane);
+            let dst = scaled(b, dst_g, j, STEP_BYTES);
+            widen_step_planes(b, plan, layout, src, per_step, dst, origin);
         });
-        if plan.cin_g % 2 == 1 {
-            let src = b.ins().iadd_imm_u(src_g, ((plan.cin_g - 1) * plane) as i64);
-            let dst = b
-                .ins()
-                .iadd_imm_u(dst_g, ((plan.cin_g / 2) * PAIR_BYTES) as i64);
-            widen_pair_planes(b, plan, layout, src, None, dst, origin);
+        let rest = plan.cin_g % per_step;
+        if rest > 0 {
+            let full = plan.cin_g / per_step;
+            let src = b.ins().iadd_imm_u(src_g, (full * per_step * plane) as i64);
+            let dst = b.ins().iadd_imm_u(dst_g, (full * STEP_BYTES) as i64);
+            widen_step_planes(b, plan, layout, src, rest, dst, origin);
         }
     });
 }
 
-/// One channel pair's planes (`src`, and `src + second` if any, else `zp_x`) into the
-/// scratch slots starting at `dst + origin`.
-fn widen_pair_planes(
+/// One k-step's channel planes (`present` of them from `src`, one plane apart; the rest
+/// the padding value) into the scratch slots starting at `dst + origin`.
+fn widen_step_planes(
     b: &mut FunctionBuilder,
     plan: &QConvPlan,
     layout: &Layout,
     src: Value,
-    second: Option<usize>,
+    present: usize,
     dst: Value,
     origin: usize,
 ) {
     let [d_n, h_n, w_n] = plan.input;
+    let plane = plan.in_pixels();
     let signed = plan.x_dtype == DType::I8;
-    let load = |b: &mut FunctionBuilder, at_src: Value, off: usize| {
-        if signed {
-            b.ins().sload8(types::I32, mem(), at_src, off as i32)
-        } else {
-            b.ins().uload8(types::I32, mem(), at_src, off as i32)
+    let inner = layout.inner;
+    let per_step = inner.channels_per_step();
+    // the value of channel `k` of the step, placed in its bits of the 32-bit word
+    let channel = |b: &mut FunctionBuilder, at_src: Value, w: usize, k: usize| match inner {
+        InnerProduct::Pmaddwd => {
+            let v = if k >= present {
+                b.ins().iconst(types::I32, plan.x_zero_point as i64)
+            } else if signed {
+                b.ins()
+                    .sload8(types::I32, mem(), at_src, (k * plane + w) as i32)
+            } else {
+                b.ins()
+                    .uload8(types::I32, mem(), at_src, (k * plane + w) as i32)
+            };
+            let v = b.ins().band_imm_u(v, 0xffff);
+            b.ins().ishl_imm_u(v, 16 * k as i64)
+        }
+        InnerProduct::Vpdpbusd => {
+            let v = if k >= present {
+                let byte = (plan.x_zero_point + layout.activation_offset) as u8;
+                b.ins().iconst(types::I32, byte as i64)
+            } else {
+                let raw = b
+                    .ins()
+                    .uload8(types::I32, mem(), at_src, (k * plane + w) as i32);
+                if signed {
+                    // i8 bits ^ 0x80 = x + 128 as u8
+                    b.ins().bxor_imm_u(raw, 0x80)
+                } else {
+                    raw
+                }
+            };
+            b.ins().ishl_imm_u(v, 8 * k as i64)
         }
     };
     counted_loop(b, d_n, |b, d| {
@@ -185,15 +226,12 @@ fn widen_pair_planes(
             let src_row = scaled(b, src_d, h, w_n);
             let dst_row = scaled(b, dst_d, h, layout.scratch_pixel(0, 1, 0));
             let copy = |b: &mut FunctionBuilder, src: Value, dst: Value, w: usize| {
-                let lo = load(b, src, w);
-                let lo = b.ins().band_imm_u(lo, 0xffff);
-                let hi = match second {
-                    Some(plane) => load(b, src, plane + w),
-                    None => b.ins().iconst(types::I32, plan.x_zero_point as i64),
-                };
-                let hi = b.ins().ishl_imm_u(hi, 16);
-                let pair = b.ins().bor(lo, hi);
-                let v = b.ins().splat(types::I32X4, pair);
+                let mut word = channel(b, src, w, 0);
+                for k in 1..per_step {
+                    let part = channel(b, src, w, k);
+                    word = b.ins().bor(word, part);
+                }
+                let v = b.ins().splat(types::I32X4, word);
                 let (addr, off) = at(b, dst, origin + w * layout.pixel_stride);
                 b.ins().store(mem_aligned(), v, addr, off);
             };
@@ -233,7 +271,7 @@ fn micro_kernel_sweep(
     let tile = b.ins().iadd(tile_in_group, t);
     let weights = scaled(b, bufs.packed, tile, layout.tile_weight_bytes);
     let consts = scaled(b, bufs.packed, tile, nr * 16);
-    let group_scratch = scaled(b, bufs.scratch, g, layout.pairs * PAIR_BYTES);
+    let group_scratch = scaled(b, bufs.scratch, g, layout.steps * STEP_BYTES);
     let group_out = scaled(b, bufs.out, g, plan.cout_g * pixels);
     let tile_out = scaled(b, group_out, t, tile_channels * pixels);
 
@@ -273,8 +311,8 @@ fn micro_kernel_sweep(
     });
 }
 
-/// The whole reduction of one pixel tile: every (tap, input channel pair) k-step, each
-/// `nr` weight vectors times `mr` activation pairs.
+/// The whole reduction of one pixel tile: every (tap, input channels) k-step, each `nr`
+/// weight vectors times `mr` activation words, through the layout's inner product.
 ///
 /// The k-steps always run inside a loop of at most two per iteration. Straight-line code
 /// over many k-steps would let Cranelift's elaborator compute one accumulator's whole chain
@@ -290,51 +328,52 @@ fn reduction(
     packed: Value,
 ) {
     let nr = layout.nr;
-    let pair_weights = nr * 16;
-    let tap_weights = layout.pairs * pair_weights;
+    let step_weights = nr * 16;
+    let tap_weights = layout.steps * step_weights;
+    let (vector, accumulate): (_, Accumulate) = match layout.inner {
+        InnerProduct::Pmaddwd => (types::I16X8, pmaddwd_accumulate),
+        InnerProduct::Vpdpbusd => (types::I8X16, vpdpbusd_accumulate),
+    };
     let step =
         |b: &mut FunctionBuilder, bases: &[Value], wbase: Value, a_off: usize, w_off: usize| {
             let w: Vec<Value> = (0..nr)
-                .map(|r| {
-                    b.ins()
-                        .load(types::I16X8, ro(), wbase, (w_off + 16 * r) as i32)
-                })
+                .map(|r| b.ins().load(vector, ro(), wbase, (w_off + 16 * r) as i32))
                 .collect();
             for (m, &base) in bases.iter().enumerate() {
                 let (addr, off) = at(b, base, a_off);
-                // the activation pair, already broadcast to all four lanes in the scratch
-                let a = b.ins().load(types::I16X8, ro(), addr, off);
+                // the activation word, already broadcast to all four lanes in the scratch
+                let a = b.ins().load(vector, ro(), addr, off);
                 for (r, &wv) in w.iter().enumerate() {
                     let acc = b.use_var(accs[m][r]);
-                    let acc = pmaddwd_accumulate(b, acc, a, wv);
+                    let acc = accumulate(b, acc, a, wv);
                     b.def_var(accs[m][r], acc);
                 }
             }
         };
-    if layout.pairs > PAIRS_PER_ITERATION {
-        // taps unrolled; per tap a loop over its channel pairs, two per iteration (the
-        // layout makes `pairs` even here)
+    if layout.steps > STEPS_PER_ITERATION {
+        // taps unrolled; per tap a loop over its k-steps, two per iteration (the layout
+        // makes `steps` even here)
         for (tap, &tap_offset) in layout.tap_offsets.iter().enumerate() {
             let tap_w = tap * tap_weights;
-            counted_loop(b, layout.pairs / PAIRS_PER_ITERATION, |b, i| {
+            counted_loop(b, layout.steps / STEPS_PER_ITERATION, |b, i| {
                 let moved: Vec<Value> = bases
                     .iter()
-                    .map(|&base| scaled(b, base, i, PAIRS_PER_ITERATION * PAIR_BYTES))
+                    .map(|&base| scaled(b, base, i, STEPS_PER_ITERATION * STEP_BYTES))
                     .collect();
-                let wbase = scaled(b, weights, i, PAIRS_PER_ITERATION * pair_weights);
-                for u in 0..PAIRS_PER_ITERATION {
+                let wbase = scaled(b, weights, i, STEPS_PER_ITERATION * step_weights);
+                for u in 0..STEPS_PER_ITERATION {
                     step(
                         b,
                         &moved,
                         wbase,
-                        tap_offset + PAIR_BYTES * u,
-                        tap_w + u * pair_weights,
+                        tap_offset + STEP_BYTES * u,
+                        tap_w + u * step_weights,
                     );
                 }
             });
         }
     } else {
-        // one or two channel pairs: a loop over the taps, offsets from the tap table
+        // one or two k-steps: a loop over the taps, offsets from the tap table
         counted_loop(b, layout.tap_offsets.len(), |b, t| {
             let table = scaled(b, packed, t, 4);
             let tap_offset = b
@@ -345,8 +384,8 @@ fn reduction(
                 .map(|&base| b.ins().iadd(base, tap_offset))
                 .collect();
             let wbase = scaled(b, weights, t, tap_weights);
-            for pair in 0..layout.pairs {
-                step(b, &moved, wbase, PAIR_BYTES * pair, pair * pair_weights);
+            for k in 0..layout.steps {
+                step(b, &moved, wbase, STEP_BYTES * k, k * step_weights);
             }
         });
     }

@@ -1,17 +1,23 @@
 //! Data layouts of the QConv kernel, decided at compile time, and the packing of the
 //! constant data (weights, bias, multipliers, address tables) into one blob.
 //!
-//! - **Scratch (the widened, padded input)**: `[D_p][H_p][W_p][groups][pairs]` of 16-byte
-//!   entries, each the i16 pair of input channels `(2j, 2j+1)` of one pixel repeated in all
-//!   four 32-bit lanes (the odd channel out is a zero-weight slot). Padding cells hold
-//!   `zp_x`, so the kernel never tests bounds. The pair is pre-broadcast because Cranelift
-//!   folds a `splat(load)` into `vpbroadcastd m32` only when the splat has a single use, and
-//!   the micro-kernel uses each broadcast `nr` times: `movd`+`vpbroadcastd` per k-step cost
-//!   two vector ALU uops for every `nr` `pmaddwd`s, a plain 16-byte load costs none.
-//! - **Packed weights**: per (group, tile of `4·nr` output channels), per tap, per input
-//!   channel pair: `nr` I16X8 vectors, vector `r` lane `2j + h` = `w[4r + j][2·pair + h]`
-//!   (centered, zero for channels or pairs past the end). One k-step of the micro-kernel
-//!   reads `nr · 16` contiguous bytes.
+//! A *k-step* is one tap times a few input channels: 2 for the `pmaddwd` inner product
+//! (i16 operands), 4 for `vpdpbusd` (u8 activations × s8 weights), see [`InnerProduct`].
+//!
+//! - **Scratch (the widened, padded input)**: `[D_p][H_p][W_p][groups][steps]` of 16-byte
+//!   entries, each one 32-bit word repeated in all four lanes: the i16 pair of input
+//!   channels `(2j, 2j+1)` (`pmaddwd`), or the u8 quad `(4j .. 4j+3)` (`vpdpbusd`; i8
+//!   activations shifted by +128). Channels past the end are zero-weight slots. Padding
+//!   cells hold `zp_x` (+128 for shifted i8), so the kernel never tests bounds. The word is
+//!   pre-broadcast because Cranelift folds a `splat(load)` into `vpbroadcastd m32` only
+//!   when the splat has a single use, and the micro-kernel uses each broadcast `nr` times:
+//!   `movd`+`vpbroadcastd` per k-step cost two vector ALU uops for every `nr` products, a
+//!   plain 16-byte load costs none.
+//! - **Packed weights**: per (group, tile of `4·nr` output channels), per tap, per k-step:
+//!   `nr` 16-byte vectors; vector `r` holds output channel `4r + j` in 32-bit lane `j`:
+//!   i16 lanes `2j + h` = `w[4r + j][2·step + h]` (`pmaddwd`), or i8 lanes `4j + h` =
+//!   `w[4r + j][4·step + h]` (`vpdpbusd`); centered, zero for channels past the end. One
+//!   k-step of the micro-kernel reads `nr · 16` contiguous bytes.
 //! - **Bias, multipliers**: per (group, tile), `nr` vectors of 4 lanes (i32, f32).
 //! - **Pixel table**: per output pixel (padded to whole tiles by repeating the last), the
 //!   byte offset in the scratch of its receptive field's first tap.
@@ -20,12 +26,33 @@
 use super::plan::{QConvPlan, SP};
 use super::QConvTuning;
 use crate::CodegenError;
+use kiln_ir::DType;
 
-/// Bytes of one scratch entry: an i16 channel pair broadcast to four 32-bit lanes.
-pub(crate) const PAIR_BYTES: usize = 16;
+/// The instruction the micro-kernel's inner product is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerProduct {
+    /// `pmaddwd` + `paddd` on i16 operands: 8 MACs, any x86-64 with SSE4.1.
+    Pmaddwd,
+    /// `vpdpbusd` (AVX-VNNI or AVX512-VNNI with VL) on u8 × s8 operands: 16 MACs,
+    /// accumulating in place. Needs centered weights in `[-128, 127]`.
+    Vpdpbusd,
+}
 
-/// k-steps (input channel pairs of one tap) per iteration of the reduction loop.
-pub(crate) const PAIRS_PER_ITERATION: usize = 2;
+impl InnerProduct {
+    /// Input channels per k-step.
+    pub fn channels_per_step(self) -> usize {
+        match self {
+            InnerProduct::Pmaddwd => 2,
+            InnerProduct::Vpdpbusd => 4,
+        }
+    }
+}
+
+/// Bytes of one scratch entry: one k-step's channels (a 32-bit word) broadcast to four lanes.
+pub(crate) const STEP_BYTES: usize = 16;
+
+/// k-steps (input channel pairs or quads of one tap) per iteration of the reduction loop.
+pub(crate) const STEPS_PER_ITERATION: usize = 2;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
@@ -33,8 +60,13 @@ pub(crate) struct Layout {
     pub mr: usize,
     /// I32X4 vectors of output channels per tile (accumulator columns).
     pub nr: usize,
-    /// Input channel pairs per group: `ceil(C_in/groups / 2)`, rounded up to even past 2.
-    pub pairs: usize,
+    pub inner: InnerProduct,
+    /// Added to every activation before the inner product: 128 for i8 activations under
+    /// `vpdpbusd` (which takes them unsigned), else 0. Folded into the bias.
+    pub activation_offset: i32,
+    /// k-steps per tap and group: `ceil(C_in/groups / channels_per_step)`, rounded up to
+    /// even past 2.
+    pub steps: usize,
     /// Byte offset of each kernel tap relative to its pixel's first tap.
     pub tap_offsets: Vec<usize>,
     /// Bytes between horizontally adjacent pixels of the scratch.
@@ -55,21 +87,25 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub fn new(plan: &QConvPlan, tuning: &QConvTuning) -> Result<Layout, CodegenError> {
+    pub fn new(
+        plan: &QConvPlan,
+        tuning: &QConvTuning,
+        inner: InnerProduct,
+    ) -> Result<Layout, CodegenError> {
         let too_big = |what: &str| CodegenError::Unsupported {
             op: "qconv",
             reason: format!("{what} exceed(s) the 32-bit offsets of the kernel's tables"),
         };
-        // Past two pairs, the reduction loops over pairs two at a time: round up to an even
-        // count (the extra pair has zero weights) so that no k-step is left outside a loop.
-        let pairs = match plan.cin_g.div_ceil(2) {
-            p if p <= PAIRS_PER_ITERATION => p,
-            p => p.next_multiple_of(PAIRS_PER_ITERATION),
+        // Past two k-steps, the reduction loops over them two at a time: round up to an even
+        // count (the extra step has zero weights) so that no k-step is left outside a loop.
+        let steps = match plan.cin_g.div_ceil(inner.channels_per_step()) {
+            p if p <= STEPS_PER_ITERATION => p,
+            p => p.next_multiple_of(STEPS_PER_ITERATION),
         };
         let nr = tuning.col_vectors.clamp(1, plan.cout_g.div_ceil(4).max(1));
         let mr = tuning.rows.clamp(1, plan.out_pixels().max(1));
         let padded = plan.padded();
-        let pixel_stride = plan.groups * pairs * PAIR_BYTES;
+        let pixel_stride = plan.groups * steps * STEP_BYTES;
         let scratch_bytes = (padded.iter().product::<usize>() * pixel_stride).next_multiple_of(64);
         if scratch_bytes > u32::MAX as usize {
             return Err(too_big("the padded input"));
@@ -91,7 +127,7 @@ impl Layout {
         let tile_channels = 4 * nr;
         let tiles_per_group = plan.cout_g.div_ceil(tile_channels);
         let tiles = plan.groups * tiles_per_group;
-        let tile_weight_bytes = plan.taps() * pairs * nr * 16;
+        let tile_weight_bytes = plan.taps() * steps * nr * 16;
         let pixel_tiles = plan.out_pixels().div_ceil(mr);
         let bias_offset = tiles * tile_weight_bytes;
         let multiplier_offset = bias_offset + tiles * nr * 16;
@@ -105,7 +141,12 @@ impl Layout {
         Ok(Layout {
             mr,
             nr,
-            pairs,
+            inner,
+            activation_offset: match (inner, plan.x_dtype) {
+                (InnerProduct::Vpdpbusd, DType::I8) => 128,
+                _ => 0,
+            },
+            steps,
             tap_offsets,
             pixel_stride,
             padded,
@@ -128,6 +169,17 @@ impl Layout {
         ((d * self.padded[1] + h) * self.padded[2] + w) * self.pixel_stride
     }
 
+    /// The folded bias of output channel `co` under this layout's activation offset:
+    /// `Σ (x + offset)·w'` overcounts by `offset · Σ w'`, subtracted here (wrapping, like
+    /// the plan's own zero-point fold).
+    fn bias(&self, plan: &QConvPlan, co: usize) -> i32 {
+        let per_out = plan.cin_g * plan.taps();
+        let sum = plan.weights[co * per_out..(co + 1) * per_out]
+            .iter()
+            .fold(0i32, |s, &v| s.wrapping_add(v));
+        plan.bias[co].wrapping_sub(self.activation_offset.wrapping_mul(sum))
+    }
+
     /// The constant blob: packed weights, bias, multipliers, pixel and tap tables.
     pub fn pack(&self, plan: &QConvPlan) -> Vec<u8> {
         let mut blob = Vec::with_capacity(self.packed_bytes);
@@ -137,22 +189,29 @@ impl Layout {
             let local = t * tile_channels + lane;
             (local < plan.cout_g).then_some(g * plan.cout_g + local)
         };
-        // weights: [group][tile][tap][pair][r][j][h]
+        let per_step = self.inner.channels_per_step();
+        // weights: [group][tile][tap][step][r][j][h]
         for g in 0..plan.groups {
             for t in 0..self.tiles_per_group {
                 for tap in 0..taps {
-                    for pair in 0..self.pairs {
+                    for step in 0..self.steps {
                         for lane in 0..tile_channels {
-                            for h in 0..2 {
-                                let ci = 2 * pair + h;
+                            for h in 0..per_step {
+                                let ci = per_step * step + h;
                                 let w = match channel(g, t, lane) {
                                     Some(co) if ci < plan.cin_g => {
                                         plan.weights[(co * plan.cin_g + ci) * taps + tap]
                                     }
                                     _ => 0,
                                 };
-                                // centered weights lie in [-255, 255]: exact in i16
-                                blob.extend_from_slice(&(w as i16).to_le_bytes());
+                                match self.inner {
+                                    // centered weights lie in [-255, 255]: exact in i16
+                                    InnerProduct::Pmaddwd => {
+                                        blob.extend_from_slice(&(w as i16).to_le_bytes())
+                                    }
+                                    // `vpdpbusd` is chosen only when they fit i8
+                                    InnerProduct::Vpdpbusd => blob.push(w as i8 as u8),
+                                }
                             }
                         }
                     }
@@ -163,7 +222,7 @@ impl Layout {
         for g in 0..plan.groups {
             for t in 0..self.tiles_per_group {
                 for lane in 0..tile_channels {
-                    let b = channel(g, t, lane).map_or(0, |co| plan.bias[co]);
+                    let b = channel(g, t, lane).map_or(0, |co| self.bias(plan, co));
                     blob.extend_from_slice(&b.to_le_bytes());
                 }
             }

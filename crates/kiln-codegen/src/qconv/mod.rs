@@ -10,6 +10,7 @@ mod plan;
 use crate::jit::{Jit, JitOptions};
 use crate::CodegenError;
 use kiln_ir::{ConvAttrs, DType, Tensor, TensorData, TensorType};
+pub use layout::InnerProduct;
 use layout::Layout;
 use plan::QConvPlan;
 
@@ -20,6 +21,10 @@ use plan::QConvPlan;
 pub struct QConvTuning {
     pub rows: usize,
     pub col_vectors: usize,
+    /// Use `vpdpbusd` where the ISA has it (AVX-VNNI, or AVX512-VNNI with VL) and the
+    /// centered weights fit i8; `false` forces the `pmaddwd` inner product (for tests and
+    /// comparisons).
+    pub allow_vnni: bool,
 }
 
 impl Default for QConvTuning {
@@ -27,6 +32,7 @@ impl Default for QConvTuning {
         QConvTuning {
             rows: 4,
             col_vectors: 2,
+            allow_vnni: true,
         }
     }
 }
@@ -123,6 +129,7 @@ impl std::fmt::Debug for QConvKernel {
             .field("out", &self.plan.out_shape)
             .field("mr", &self.layout.mr)
             .field("nr", &self.layout.nr)
+            .field("inner", &self.layout.inner)
             .finish()
     }
 }
@@ -142,9 +149,17 @@ impl QConvKernel {
             node.bias,
             node.out_ty,
         )?;
-        let layout = Layout::new(&plan, tuning)?;
-        let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
         let mut jit = Jit::host(options)?;
+        // `vpdpbusd` multiplies u8 by s8: activations become u8 (i8 ones shifted by 128),
+        // the centered weights must already be s8
+        let weights_fit_i8 = plan.weights.iter().all(|&w| (-128..=127).contains(&w));
+        let inner = if tuning.allow_vnni && jit.features().has_xmm_vnni() && weights_fit_i8 {
+            InnerProduct::Vpdpbusd
+        } else {
+            InnerProduct::Pmaddwd
+        };
+        let layout = Layout::new(&plan, tuning, inner)?;
+        let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
         let name = format!(
             "qconv_{}x{}_k{:?}_s{:?}_g{}",
             plan.c_in, plan.c_out, plan.kernel, plan.stride, plan.groups
@@ -213,6 +228,11 @@ impl QConvKernel {
     /// Multiply-accumulates of one run (padding taps included, as the op's definition).
     pub fn macs(&self) -> u64 {
         self.plan.macs()
+    }
+
+    /// The inner product the micro-kernel was built from.
+    pub fn inner_product(&self) -> InnerProduct {
+        self.layout.inner
     }
 
     /// The micro-kernel actually used: `(output pixels, output channels)` per tile.
@@ -346,7 +366,7 @@ mod tests {
     use kiln_ir::{Activation, Quant};
 
     /// A 3×3 conv with 64 input and output channels: the shape of the benchmark.
-    fn conv_64(options: &JitOptions) -> QConvKernel {
+    fn conv_64(options: &JitOptions, tuning: &QConvTuning) -> QConvKernel {
         let (c, hw) = (64, 6);
         let w = Tensor::new(vec![c, c, 3, 3], TensorData::I8(vec![1; c * c * 9])).unwrap();
         let x_ty =
@@ -371,7 +391,15 @@ mod tests {
             bias: None,
             out_ty: &y_ty,
         };
-        QConvKernel::compile(&node, options, &QConvTuning::default()).unwrap()
+        QConvKernel::compile(&node, options, tuning).unwrap()
+    }
+
+    /// The k-loop bodies of a listing: blocks containing `instruction`.
+    fn k_loops<'a>(listing: &'a str, instruction: &str) -> Vec<&'a str> {
+        listing
+            .split("\nblock")
+            .filter(|b| b.contains(instruction))
+            .collect()
     }
 
     /// The instruction selection the design relies on (DESIGN §6): the k-loop body is
@@ -379,16 +407,23 @@ mod tests {
     /// run as a loop of two k-steps per iteration: 2 · (4 pixels × 2 vectors) `pmaddwd`s.
     #[test]
     fn inner_loop_is_pmaddwd_on_registers() {
-        let kernel = conv_64(&JitOptions {
-            capture_disassembly: true,
-            verify: Some(true),
-        });
+        let tuning = QConvTuning {
+            allow_vnni: false,
+            ..QConvTuning::default()
+        };
+        let kernel = conv_64(
+            &JitOptions {
+                capture_disassembly: true,
+                verify: Some(true),
+            },
+            &tuning,
+        );
+        assert_eq!(kernel.inner_product(), InnerProduct::Pmaddwd);
         if !cfg!(target_arch = "x86_64") {
             return;
         }
         let listing = kernel.disassembly().expect("captured");
-        let blocks: Vec<&str> = listing.split("\nblock").collect();
-        let k_loops: Vec<&&str> = blocks.iter().filter(|b| b.contains("pmaddwd")).collect();
+        let k_loops = k_loops(listing, "pmaddwd");
         // one k-loop per tap of the full channel tiles
         assert_eq!(k_loops.len(), 9, "{listing}");
         for body in k_loops {
@@ -399,9 +434,38 @@ mod tests {
         }
     }
 
+    /// With VNNI, the same layer's k-loop is `vpdpbusd` alone: 16 channel quads per tap,
+    /// two per iteration, 2 · 8 `vpdpbusd`s accumulating in place (no `paddd`, no
+    /// widening), every accumulator in a register.
+    #[test]
+    fn inner_loop_is_vpdpbusd_on_registers_with_vnni() {
+        let kernel = conv_64(
+            &JitOptions {
+                capture_disassembly: true,
+                verify: Some(true),
+            },
+            &QConvTuning::default(),
+        );
+        let host = Jit::host(&JitOptions::default()).expect("host is supported");
+        if !host.features().has_xmm_vnni() {
+            assert_eq!(kernel.inner_product(), InnerProduct::Pmaddwd);
+            return;
+        }
+        assert_eq!(kernel.inner_product(), InnerProduct::Vpdpbusd);
+        let listing = kernel.disassembly().expect("captured");
+        let k_loops = k_loops(listing, "vpdpbusd");
+        assert_eq!(k_loops.len(), 9, "{listing}");
+        for body in k_loops {
+            assert_eq!(body.matches("vpdpbusd").count(), 16, "{body}");
+            for absent in ["paddd", "pmovsx", "pmovzx", "pmaddwd", "pmull", "rsp"] {
+                assert!(!body.contains(absent), "{absent} in {body}");
+            }
+        }
+    }
+
     #[test]
     fn rejects_wrong_buffers() {
-        let kernel = conv_64(&JitOptions::default());
+        let kernel = conv_64(&JitOptions::default(), &QConvTuning::default());
         let mut scratch = kernel.new_scratch();
         let x = vec![0u8; 64 * 36];
         let mut out = vec![0u8; 64 * 36];
