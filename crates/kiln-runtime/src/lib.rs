@@ -1,0 +1,23 @@
+//! kiln's runtime (DESIGN §7): load a model, compile every node to a JIT kernel, and run it
+//! as a schedule of kernel calls over one arena laid out by a static memory plan.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kiln_runtime::RuntimeError> {
+//! let model = kiln_runtime::Model::load("model.kir")?;
+//! let mut compiled = model.compile(&kiln_runtime::Options::default())?;
+//! # let inputs: Vec<kiln_ir::Tensor> = Vec::new();
+//! let outputs = compiled.run(&inputs)?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`memory`] — [`MemoryPlan`], offsets of intermediate values from liveness (best fit);
+//! - [`model`] — [`Model`] (load / from a graph) and [`CompiledModel`] (kernels, arena, run);
+//! - [`error`] — [`RuntimeError`].
+
+pub mod error;
+pub mod memory;
+pub mod model;
+
+pub use error::{MissingKernel, RuntimeError};
+pub use memory::{Lifetime, MemoryPlan, Slot, ARENA_ALIGN};
+pub use model::{CompiledModel, Model, Options};

@@ -1,0 +1,1077 @@
+//! Models and compiled models: [`Model`] is a loaded graph; [`Model::compile`] turns every node
+//! into a kiln-codegen kernel (or fails naming every node that has none) and lays out the
+//! intermediate values with a [`MemoryPlan`]; [`CompiledModel::run`] checks the inputs and
+//! calls the kernels in schedule order over the arena.
+
+use crate::error::{MissingKernel, RuntimeError};
+use crate::memory::{MemoryPlan, ARENA_ALIGN};
+use kiln_codegen::{JitOptions, QConvKernel, QConvNode, QConvScratch, QConvTuning};
+use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorData, TensorType, ValueId};
+use kiln_onnx::ImportOptions;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+/// How to compile a model.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Options of every kernel's JIT (disassembly capture, verifier).
+    pub jit: JitOptions,
+    /// Micro-kernel shape and inner-product choice of the int8 convolutions.
+    pub qconv: QConvTuning,
+}
+
+/// A loaded model: a graph ready to compile.
+#[derive(Clone, Debug)]
+pub struct Model {
+    graph: Graph,
+}
+
+impl Model {
+    /// Load a `.onnx` model (dynamic dims must be fixed by the model itself; see
+    /// [`Model::load_with`]) or a `.kir` text graph.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, RuntimeError> {
+        Model::load_with(path, &ImportOptions::default())
+    }
+
+    /// Load with ONNX import options (input shapes for dynamic dims, frozen inputs). The
+    /// options do not apply to `.kir` graphs, whose shapes are static by construction.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        import: &ImportOptions,
+    ) -> Result<Model, RuntimeError> {
+        let path = path.as_ref();
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let graph = match extension {
+            "onnx" => {
+                kiln_onnx::import_file(path, import).map_err(|source| RuntimeError::Onnx {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+            "kir" => {
+                let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                kiln_ir::text::parse_graph(&text)?
+            }
+            _ => {
+                return Err(RuntimeError::UnknownFormat {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        Ok(Model { graph })
+    }
+
+    pub fn from_graph(graph: Graph) -> Model {
+        Model { graph }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Compile every node to machine code. Fails with [`RuntimeError::NoKernel`] listing
+    /// every node whose op has no kernel (there is no interpreter fallback).
+    pub fn compile(&self, options: &Options) -> Result<CompiledModel, RuntimeError> {
+        CompiledModel::new(&self.graph, options)
+    }
+}
+
+/// Does kiln-codegen have a kernel for this op (sources are bound, not run)?
+fn has_kernel(op: &Op) -> bool {
+    matches!(op, Op::Input { .. } | Op::Const(_) | Op::QConv(_))
+}
+
+/// A byte buffer whose start is aligned to [`ARENA_ALIGN`], without `unsafe`: a `Vec<u8>`
+/// with spare bytes, used from its first aligned address (the Vec is never resized, so the
+/// heap block never moves).
+#[derive(Debug)]
+struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuffer {
+    fn zeroed(len: usize) -> AlignedBuffer {
+        let storage = vec![0u8; len + ARENA_ALIGN - 1];
+        let start = storage.as_ptr().align_offset(ARENA_ALIGN);
+        AlignedBuffer {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> AlignedBuffer {
+        let mut buffer = AlignedBuffer::zeroed(bytes.len());
+        buffer.as_mut_slice().copy_from_slice(bytes);
+        buffer
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// Where a value's bytes are while the model runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Place {
+    /// Intermediate: bytes of the arena, from the memory plan.
+    Arena(Range<usize>),
+    /// Graph input `i`: the caller's tensor.
+    Input(usize),
+    /// A constant the model keeps (one read by a kernel at run time, or a graph output).
+    Const(usize),
+    /// Graph output buffer `k`, allocated per run and handed to the caller.
+    Output(usize),
+}
+
+/// A compiled kernel with its per-call state.
+enum Kernel {
+    QConv {
+        kernel: QConvKernel,
+        scratch: QConvScratch,
+        x: DType,
+        y: DType,
+    },
+}
+
+/// One call of the schedule.
+struct Step {
+    node: String,
+    op: &'static str,
+    kernel: Kernel,
+    /// Runtime operands, in the kernel's order (constants folded into the kernel excluded).
+    reads: Vec<Place>,
+    writes: Vec<Place>,
+}
+
+/// A model compiled to machine code: a schedule of kernel calls over one arena. The code
+/// of every kernel is freed when the model is dropped (each kernel owns its JIT module).
+pub struct CompiledModel {
+    name: String,
+    inputs: Vec<(String, TensorType)>,
+    /// Each graph output's name, type and where its bytes are at the end of a run.
+    outputs: Vec<(String, TensorType, Place)>,
+    /// Sizes of the per-run output buffers (`Place::Output(k)`).
+    output_buffer_bytes: Vec<usize>,
+    constants: Vec<(TensorType, AlignedBuffer)>,
+    steps: Vec<Step>,
+    plan: MemoryPlan,
+    arena: AlignedBuffer,
+}
+
+impl std::fmt::Debug for CompiledModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModel")
+            .field("name", &self.name)
+            .field("kernels", &self.steps.len())
+            .field("arena_bytes", &self.plan.peak_bytes)
+            .finish()
+    }
+}
+
+/// Compile-time state: where each value lives.
+struct Binder<'g> {
+    graph: &'g Graph,
+    plan: &'g MemoryPlan,
+    /// Graph outputs produced by kernels → output buffer index.
+    output_buffers: HashMap<ValueId, usize>,
+    constants: Vec<(TensorType, AlignedBuffer)>,
+    constant_index: HashMap<ValueId, usize>,
+}
+
+impl Binder<'_> {
+    fn place(&mut self, value: ValueId) -> Result<Place, RuntimeError> {
+        let node = self.graph.node(value.node);
+        match node.op {
+            Op::Input { index } => Ok(Place::Input(index)),
+            Op::Const(_) => {
+                if let Some(&k) = self.constant_index.get(&value) {
+                    return Ok(Place::Const(k));
+                }
+                let tensor =
+                    self.graph
+                        .const_tensor(value)
+                        .ok_or_else(|| RuntimeError::Unsupported {
+                            node: node.name.clone(),
+                            op: "const",
+                            reason: "the constant has no data (opaque or generated)".into(),
+                        })?;
+                let k = self.constants.len();
+                self.constants.push((
+                    self.graph.value_type(value).clone(),
+                    AlignedBuffer::from_bytes(&tensor_bytes(tensor)),
+                ));
+                self.constant_index.insert(value, k);
+                Ok(Place::Const(k))
+            }
+            _ => {
+                if let Some(&k) = self.output_buffers.get(&value) {
+                    return Ok(Place::Output(k));
+                }
+                let slot = self
+                    .plan
+                    .slot(value)
+                    .expect("every intermediate value has an arena slot");
+                Ok(Place::Arena(slot.offset..slot.offset + slot.bytes))
+            }
+        }
+    }
+}
+
+impl CompiledModel {
+    fn new(graph: &Graph, options: &Options) -> Result<CompiledModel, RuntimeError> {
+        kiln_ir::verify(graph)?;
+        let schedule = graph.topo_order()?;
+        let missing: Vec<MissingKernel> = schedule
+            .iter()
+            .map(|&n| graph.node(n))
+            .filter(|node| !has_kernel(&node.op))
+            .map(|node| MissingKernel {
+                node: node.name.clone(),
+                op: node.op.mnemonic(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(RuntimeError::NoKernel(missing));
+        }
+        let plan = MemoryPlan::new(graph, &schedule)?;
+
+        let mut output_buffers = HashMap::new();
+        let mut output_buffer_bytes = Vec::new();
+        for &v in graph.outputs() {
+            if !graph.node(v.node).op.is_source() && !output_buffers.contains_key(&v) {
+                output_buffers.insert(v, output_buffer_bytes.len());
+                output_buffer_bytes.push(graph.value_type(v).byte_size());
+            }
+        }
+        let mut binder = Binder {
+            graph,
+            plan: &plan,
+            output_buffers,
+            constants: Vec::new(),
+            constant_index: HashMap::new(),
+        };
+        let mut steps = Vec::new();
+        for &node_id in &schedule {
+            if let Some(step) = compile_node(graph, node_id, options, &mut binder)? {
+                steps.push(step);
+            }
+        }
+        let mut outputs = Vec::new();
+        for &v in graph.outputs() {
+            outputs.push((
+                graph.value_name(v).to_string(),
+                graph.value_type(v).clone(),
+                binder.place(v)?,
+            ));
+        }
+        let inputs = graph
+            .inputs()
+            .iter()
+            .map(|&v| (graph.value_name(v).to_string(), graph.value_type(v).clone()))
+            .collect();
+        let constants = binder.constants;
+        Ok(CompiledModel {
+            name: graph.name.clone(),
+            inputs,
+            outputs,
+            output_buffer_bytes,
+            constants,
+            steps,
+            arena: AlignedBuffer::zeroed(plan.peak_bytes),
+            plan,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The memory plan: arena size (`peak_bytes`) next to the sum of all intermediates.
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// Graph inputs, in the order `run` takes them: name and expected type.
+    pub fn inputs(&self) -> impl Iterator<Item = (&str, &TensorType)> {
+        self.inputs.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Graph outputs, in the order `run` returns them.
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &TensorType)> {
+        self.outputs.iter().map(|(n, t, _)| (n.as_str(), t))
+    }
+
+    /// Kernel calls per run, in schedule order: `(node name, op mnemonic)`.
+    pub fn schedule(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.steps.iter().map(|s| (s.node.as_str(), s.op))
+    }
+
+    /// Run on `inputs` (in graph-input order, each of exactly the declared dtype and shape;
+    /// integer inputs are read with the declared quantization). Returns the graph outputs.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.check_inputs(inputs)?;
+        let input_bytes: Vec<Cow<[u8]>> = inputs.iter().map(tensor_bytes).collect();
+        let mut output_buffers: Vec<AlignedBuffer> = self
+            .output_buffer_bytes
+            .iter()
+            .map(|&n| AlignedBuffer::zeroed(n))
+            .collect();
+        let arena = self.arena.as_mut_slice();
+        for step in &mut self.steps {
+            let (reads, mut writes) = step_views(
+                arena,
+                &mut output_buffers,
+                &input_bytes,
+                &self.constants,
+                &step.reads,
+                &step.writes,
+            );
+            match &mut step.kernel {
+                Kernel::QConv {
+                    kernel,
+                    scratch,
+                    x,
+                    y,
+                } => {
+                    let (input, output) = (reads[0], &mut *writes[0]);
+                    let result = match (*x, *y) {
+                        (DType::U8, DType::U8) => kernel.run_into(input, output, scratch),
+                        (DType::U8, _) => kernel.run_into(
+                            input,
+                            bytemuck::cast_slice_mut::<u8, i8>(output),
+                            scratch,
+                        ),
+                        (_, DType::U8) => {
+                            kernel.run_into(bytemuck::cast_slice::<u8, i8>(input), output, scratch)
+                        }
+                        _ => kernel.run_into(
+                            bytemuck::cast_slice::<u8, i8>(input),
+                            bytemuck::cast_slice_mut::<u8, i8>(output),
+                            scratch,
+                        ),
+                    };
+                    result.map_err(|source| RuntimeError::Codegen {
+                        node: step.node.clone(),
+                        op: step.op,
+                        source,
+                    })?;
+                }
+            }
+        }
+        // a value listed twice as a graph output is decoded once and cloned
+        let mut decoded: Vec<Option<Tensor>> = output_buffers.iter().map(|_| None).collect();
+        let mut results = Vec::with_capacity(self.outputs.len());
+        for (_, ty, place) in &self.outputs {
+            let tensor = match place {
+                Place::Input(i) => inputs[*i].clone(),
+                Place::Const(k) => tensor_from_bytes(ty, self.constants[*k].1.as_slice()),
+                Place::Output(k) => decoded[*k]
+                    .get_or_insert_with(|| tensor_from_bytes(ty, output_buffers[*k].as_slice()))
+                    .clone(),
+                Place::Arena(_) => unreachable!("graph outputs never live in the arena"),
+            };
+            results.push(tensor);
+        }
+        Ok(results)
+    }
+
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), RuntimeError> {
+        if inputs.len() != self.inputs.len() {
+            let names: Vec<String> = self
+                .inputs
+                .iter()
+                .map(|(n, t)| format!("{n}: {t}"))
+                .collect();
+            return Err(RuntimeError::InputCount {
+                expected: self.inputs.len(),
+                names: names.join(", "),
+                got: inputs.len(),
+            });
+        }
+        for (index, (tensor, (name, ty))) in inputs.iter().zip(&self.inputs).enumerate() {
+            if tensor.dtype() != ty.dtype || tensor.shape() != ty.shape.as_slice() {
+                return Err(RuntimeError::InputMismatch {
+                    index,
+                    name: name.clone(),
+                    expected: ty.to_string(),
+                    got: format!("{}{:?}", tensor.dtype(), tensor.shape()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compile one node: `None` for sources (inputs and constants are bound, not run).
+fn compile_node(
+    graph: &Graph,
+    node_id: NodeId,
+    options: &Options,
+    binder: &mut Binder,
+) -> Result<Option<Step>, RuntimeError> {
+    let node = graph.node(node_id);
+    let op = node.op.mnemonic();
+    let unsupported = |reason: String| RuntimeError::Unsupported {
+        node: node.name.clone(),
+        op,
+        reason,
+    };
+    let value = |port: u16| ValueId {
+        node: node_id,
+        port,
+    };
+    match &node.op {
+        Op::Input { .. } | Op::Const(_) => Ok(None),
+        Op::QConv(attrs) => {
+            let ins = node.inputs();
+            let (x, w) = match ins {
+                [x, w] | [x, w, _] => (*x, *w),
+                _ => {
+                    return Err(unsupported(format!(
+                        "{} inputs, expected 2 or 3",
+                        ins.len()
+                    )))
+                }
+            };
+            // weights and bias are packed into the kernel at compile time
+            let w_tensor = constant_operand(graph, w, "weights").map_err(unsupported)?;
+            let bias = match ins.get(2) {
+                Some(&b) => Some((
+                    constant_operand(graph, b, "bias").map_err(unsupported)?,
+                    graph.value_type(b),
+                )),
+                None => None,
+            };
+            let x_ty = graph.value_type(x);
+            let out_ty = graph.value_type(value(0));
+            let qconv = QConvNode {
+                attrs,
+                x_ty,
+                w: w_tensor,
+                w_ty: graph.value_type(w),
+                bias,
+                out_ty,
+            };
+            let kernel =
+                QConvKernel::compile(&qconv, &options.jit, &options.qconv).map_err(|source| {
+                    RuntimeError::Codegen {
+                        node: node.name.clone(),
+                        op,
+                        source,
+                    }
+                })?;
+            let scratch = kernel.new_scratch();
+            Ok(Some(Step {
+                node: node.name.clone(),
+                op,
+                kernel: Kernel::QConv {
+                    kernel,
+                    scratch,
+                    x: x_ty.dtype,
+                    y: out_ty.dtype,
+                },
+                reads: vec![binder.place(x)?],
+                writes: vec![binder.place(value(0))?],
+            }))
+        }
+        other => Err(RuntimeError::NoKernel(vec![MissingKernel {
+            node: node.name.clone(),
+            op: other.mnemonic(),
+        }])),
+    }
+}
+
+/// The data of an operand a kernel packs at compile time, or why there is none.
+fn constant_operand<'g>(graph: &'g Graph, v: ValueId, what: &str) -> Result<&'g Tensor, String> {
+    match graph.node(v.node).op {
+        Op::Const(_) => graph.const_tensor(v).ok_or_else(|| {
+            format!(
+                "the {what} '{}' is a constant without data (a summary, as in a printed \
+                 .kir dump): nothing to pack",
+                graph.value_name(v)
+            )
+        }),
+        _ => Err(format!(
+            "the {what} '{}' must be a constant (kernels pack them at compile time)",
+            graph.value_name(v)
+        )),
+    }
+}
+
+/// Borrow what one step touches: shared views of the buffers it reads, exclusive views of
+/// those it writes. The arena is split around the written ranges (the memory plan never lets
+/// a step's reads and writes overlap: they are live at the same step), so every view is a
+/// safe, disjoint borrow.
+fn step_views<'a>(
+    arena: &'a mut [u8],
+    output_buffers: &'a mut [AlignedBuffer],
+    inputs: &'a [Cow<'a, [u8]>],
+    constants: &'a [(TensorType, AlignedBuffer)],
+    reads: &[Place],
+    writes: &[Place],
+) -> (Vec<&'a [u8]>, Vec<&'a mut [u8]>) {
+    let mut write_views: Vec<Option<&'a mut [u8]>> = writes.iter().map(|_| None).collect();
+
+    let mut arena_writes: Vec<(usize, Range<usize>)> = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Place::Arena(r) => Some((i, r.clone())),
+            _ => None,
+        })
+        .collect();
+    arena_writes.sort_by_key(|(_, r)| r.start);
+    let mut arena_segments: Vec<(usize, &'a [u8])> = Vec::new();
+    let (mut rest, mut base) = (arena, 0);
+    for (i, range) in arena_writes {
+        let (before, tail) = rest.split_at_mut(range.start - base);
+        let (written, after) = tail.split_at_mut(range.len());
+        arena_segments.push((base, before));
+        write_views[i] = Some(written);
+        (rest, base) = (after, range.end);
+    }
+    arena_segments.push((base, rest));
+
+    let mut output_views: Vec<Option<&'a [u8]>> = Vec::with_capacity(output_buffers.len());
+    for (k, buffer) in output_buffers.iter_mut().enumerate() {
+        match writes.iter().position(|p| *p == Place::Output(k)) {
+            Some(i) => {
+                write_views[i] = Some(buffer.as_mut_slice());
+                output_views.push(None);
+            }
+            None => output_views.push(Some(buffer.as_slice())),
+        }
+    }
+
+    let read_views = reads
+        .iter()
+        .map(|place| match place {
+            Place::Arena(r) => arena_segments
+                .iter()
+                .find(|(start, seg)| *start <= r.start && r.end <= start + seg.len())
+                .map(|(start, seg)| &seg[r.start - start..r.end - start])
+                .expect("the memory plan keeps a step's reads apart from its writes"),
+            Place::Input(i) => inputs[*i].as_ref(),
+            Place::Const(k) => constants[*k].1.as_slice(),
+            Place::Output(k) => output_views[*k].expect("a step never reads what it writes"),
+        })
+        .collect();
+    let write_views = write_views
+        .into_iter()
+        .map(|w| w.expect("every write is an arena range or an output buffer"))
+        .collect();
+    (read_views, write_views)
+}
+
+/// A tensor's elements as native-endian bytes, borrowed where the element type allows.
+fn tensor_bytes(tensor: &Tensor) -> Cow<'_, [u8]> {
+    match tensor.data() {
+        TensorData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        TensorData::I8(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        TensorData::U8(v) => Cow::Borrowed(v),
+        TensorData::I32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        TensorData::I64(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        // f16 and bool have no byte-cast; kiln only targets little-endian hosts, where
+        // little-endian bytes are the native ones
+        TensorData::F16(_) | TensorData::Bool(_) => Cow::Owned(tensor.to_le_bytes()),
+    }
+}
+
+/// Decode native-endian bytes of `ty`'s dtype and shape into a tensor.
+fn tensor_from_bytes(ty: &TensorType, bytes: &[u8]) -> Tensor {
+    fn words<const N: usize, T>(bytes: &[u8], decode: fn([u8; N]) -> T) -> Vec<T> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| decode(c.try_into().expect("chunks_exact yields N bytes")))
+            .collect()
+    }
+    let data = match ty.dtype {
+        DType::F32 => TensorData::F32(words(bytes, f32::from_ne_bytes)),
+        DType::F16 => TensorData::F16(words(bytes, half::f16::from_le_bytes)),
+        DType::I8 => TensorData::I8(words(bytes, i8::from_ne_bytes)),
+        DType::U8 => TensorData::U8(bytes.to_vec()),
+        DType::I32 => TensorData::I32(words(bytes, i32::from_ne_bytes)),
+        DType::I64 => TensorData::I64(words(bytes, i64::from_ne_bytes)),
+        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+    };
+    Tensor::new(ty.shape.clone(), data).expect("buffers are sized from the value's type")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{Activation, ConvAttrs, Output, Quant};
+
+    /// A small deterministic generator (xorshift64*) for test data.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn int(&mut self, lo: i64, hi: i64) -> i64 {
+            lo + (self.next() % (hi - lo + 1) as u64) as i64
+        }
+        fn ints(&mut self, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+            (0..n).map(|_| self.int(lo, hi)).collect()
+        }
+    }
+
+    fn int_data(dtype: DType, values: Vec<i64>) -> TensorData {
+        match dtype {
+            DType::U8 => TensorData::U8(values.into_iter().map(|v| v as u8).collect()),
+            DType::I8 => TensorData::I8(values.into_iter().map(|v| v as i8).collect()),
+            DType::I32 => TensorData::I32(values.into_iter().map(|v| v as i32).collect()),
+            other => panic!("test data of {other}"),
+        }
+    }
+
+    fn random_tensor(rng: &mut Rng, dtype: DType, shape: Vec<usize>) -> Tensor {
+        let (lo, hi) = dtype.int_range().expect("an integer dtype");
+        let n = shape.iter().product();
+        Tensor::new(shape, int_data(dtype, rng.ints(n, lo, hi))).expect("sized to the shape")
+    }
+
+    struct ConvSpec {
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        w_dtype: DType,
+        per_channel: bool,
+        bias: bool,
+        act: Option<Activation>,
+        out: (DType, f32, i32),
+    }
+
+    /// Add a QConv on `x` with random weights (and bias) as `spec` says.
+    fn add_qconv(g: &mut Graph, rng: &mut Rng, name: &str, x: ValueId, spec: ConvSpec) -> ValueId {
+        let x_ty = g.value_type(x).clone();
+        let (n, c_in, h, w) = (x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]);
+        let w_shape = vec![spec.c_out, c_in / spec.groups, spec.kernel, spec.kernel];
+        let weights = random_tensor(rng, spec.w_dtype, w_shape);
+        let w_zp = |rng: &mut Rng| match spec.w_dtype {
+            DType::U8 => rng.int(100, 150) as i32,
+            _ => 0,
+        };
+        let w_quant = if spec.per_channel {
+            Quant::PerAxis {
+                axis: 0,
+                scales: (0..spec.c_out).map(|c| 0.002 + 0.001 * c as f32).collect(),
+                zero_points: (0..spec.c_out).map(|_| w_zp(rng)).collect(),
+            }
+        } else {
+            Quant::per_tensor(0.004, w_zp(rng))
+        };
+        let w_value = g.add_const(format!("{name}.w"), weights, Some(w_quant));
+        let mut inputs = vec![x, w_value];
+        if spec.bias {
+            let b = Tensor::new(
+                vec![spec.c_out],
+                int_data(DType::I32, rng.ints(spec.c_out, -3000, 3000)),
+            )
+            .expect("sized");
+            inputs.push(g.add_const(format!("{name}.b"), b, None));
+        }
+        let out_hw = |d: usize| (d + 2 * spec.pad - spec.kernel) / spec.stride + 1;
+        let (dtype, scale, zp) = spec.out;
+        let out_ty = TensorType::new(dtype, vec![n, spec.c_out, out_hw(h), out_hw(w)])
+            .with_quant(Quant::per_tensor(scale, zp));
+        let attrs = ConvAttrs {
+            kernel: vec![spec.kernel; 2],
+            strides: vec![spec.stride; 2],
+            pads: vec![spec.pad; 4],
+            dilations: vec![1, 1],
+            groups: spec.groups,
+            act: spec.act,
+        };
+        g.add_node_typed(
+            name,
+            Op::QConv(attrs),
+            &inputs,
+            vec![Output {
+                name: name.to_string(),
+                ty: out_ty,
+            }],
+        )[0]
+    }
+
+    /// x u8 → 3×3 conv 6→12 (i8 per-channel weights, bias, ReLU, u8 out) → depthwise 3×3
+    /// stride 2 (u8 per-tensor weights with a zero point, no bias, i8 out) → 1×1 conv 12→5
+    /// (i8 per-channel, bias, i8 out). Outputs: the last conv, the first one (also read by
+    /// the depthwise: a graph output that is an operand), and x itself.
+    fn three_convs(batch: usize) -> Graph {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut g = Graph::new("three_convs");
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::U8, vec![batch, 6, 9, 9])
+                .with_quant(Quant::per_tensor(0.05, 128)),
+        );
+        let spec =
+            |c_out, kernel, stride, pad, groups, w_dtype, per_channel, bias, act, out| ConvSpec {
+                c_out,
+                kernel,
+                stride,
+                pad,
+                groups,
+                w_dtype,
+                per_channel,
+                bias,
+                act,
+                out,
+            };
+        let y1 = add_qconv(
+            &mut g,
+            &mut rng,
+            "conv1",
+            x,
+            spec(
+                12,
+                3,
+                1,
+                1,
+                1,
+                DType::I8,
+                true,
+                true,
+                Some(Activation::Relu),
+                (DType::U8, 0.1, 10),
+            ),
+        );
+        let y2 = add_qconv(
+            &mut g,
+            &mut rng,
+            "depthwise",
+            y1,
+            spec(
+                12,
+                3,
+                2,
+                1,
+                12,
+                DType::U8,
+                false,
+                false,
+                None,
+                (DType::I8, 0.07, -3),
+            ),
+        );
+        let y3 = add_qconv(
+            &mut g,
+            &mut rng,
+            "pointwise",
+            y2,
+            spec(
+                5,
+                1,
+                1,
+                0,
+                1,
+                DType::I8,
+                true,
+                true,
+                None,
+                (DType::I8, 0.2, 4),
+            ),
+        );
+        g.set_outputs(vec![y3, y1, x]);
+        kiln_ir::verify(&g).expect("the test graph is well-formed");
+        g
+    }
+
+    fn random_input(g: &Graph, seed: u64) -> Vec<Tensor> {
+        let mut rng = Rng(seed);
+        g.inputs()
+            .iter()
+            .map(|&v| {
+                let ty = g.value_type(v);
+                random_tensor(&mut rng, ty.dtype, ty.shape.clone())
+            })
+            .collect()
+    }
+
+    fn assert_bitwise_eq(got: &[Tensor], want: &[Tensor]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(a.bitwise_eq(b), "output {i} differs: {a:?} vs {b:?}");
+        }
+    }
+
+    /// The compiled model equals the reference interpreter bit for bit, over several runs
+    /// (the arena and scratch are reused) and with batch 2.
+    #[test]
+    fn chained_qconvs_match_the_interpreter() {
+        for batch in [1, 2] {
+            let g = three_convs(batch);
+            let mut compiled = Model::from_graph(g.clone())
+                .compile(&Options::default())
+                .expect("every node is a QConv");
+            let names: Vec<_> = compiled.schedule().map(|(n, _)| n).collect();
+            assert_eq!(names, ["conv1", "depthwise", "pointwise"]);
+            // only the depthwise output is an intermediate (conv1's is a graph output)
+            assert_eq!(compiled.plan().slots().len(), 1);
+            for seed in [1, 2, 3] {
+                let inputs = random_input(&g, seed);
+                let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+                let got = compiled.run(&inputs).expect("valid inputs");
+                assert_bitwise_eq(&got, &want);
+            }
+        }
+    }
+
+    /// A longer chain where intermediates share arena slots: five convs of 8 channels,
+    /// only the last an output, so values 1 and 3 (and 2 and 4) reuse the same bytes.
+    #[test]
+    fn arena_reuse_keeps_results_exact() {
+        let mut rng = Rng(42);
+        let mut g = Graph::new("chain");
+        let mut v = g.add_input(
+            "x",
+            TensorType::new(DType::I8, vec![1, 8, 7, 7]).with_quant(Quant::per_tensor(0.03, -5)),
+        );
+        for i in 0..5 {
+            let out = if i % 2 == 0 {
+                (DType::U8, 0.05 + 0.01 * i as f32, 100)
+            } else {
+                (DType::I8, 0.04, 3)
+            };
+            v = add_qconv(
+                &mut g,
+                &mut rng,
+                &format!("c{i}"),
+                v,
+                ConvSpec {
+                    c_out: 8,
+                    kernel: 3,
+                    stride: 1,
+                    pad: 1,
+                    groups: 1,
+                    w_dtype: DType::I8,
+                    per_channel: i % 2 == 1,
+                    bias: true,
+                    act: None,
+                    out,
+                },
+            );
+        }
+        g.set_outputs(vec![v]);
+        let mut compiled = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("QConvs only");
+        let plan = compiled.plan();
+        let slots = plan.slots();
+        assert_eq!(slots.len(), 4);
+        // each value is 8·7·7 = 392 bytes (448 aligned); lifetimes [i+1, i+2] in a chain
+        // let every other value share: two slots
+        assert_eq!(slots[0].offset, slots[2].offset);
+        assert_eq!(slots[1].offset, slots[3].offset);
+        assert_eq!(plan.peak_bytes, 2 * 448);
+        assert_eq!(plan.sum_bytes, 4 * 392);
+        for seed in [7, 8] {
+            let inputs = random_input(&g, seed);
+            let want = kiln_interp::run(&g, &inputs).expect("interpreter");
+            assert_bitwise_eq(&compiled.run(&inputs).expect("valid"), &want);
+        }
+    }
+
+    #[test]
+    fn wrong_inputs_are_errors_naming_the_input() {
+        let g = three_convs(1);
+        let mut compiled = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("QConvs only");
+        let err = compiled.run(&[]).expect_err("no inputs");
+        assert!(
+            matches!(
+                err,
+                RuntimeError::InputCount {
+                    expected: 1,
+                    got: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("x: u8[1,6,9,9]"), "{err}");
+
+        let wrong_dtype = Tensor::zeros(DType::I8, vec![1, 6, 9, 9]).expect("valid");
+        let err = compiled.run(&[wrong_dtype]).expect_err("i8 instead of u8");
+        assert!(matches!(&err, RuntimeError::InputMismatch { index: 0, name, .. } if name == "x"));
+        assert!(err.to_string().contains("expected u8[1,6,9,9]"), "{err}");
+
+        let wrong_shape = Tensor::zeros(DType::U8, vec![1, 6, 9, 8]).expect("valid");
+        let err = compiled.run(&[wrong_shape]).expect_err("wrong shape");
+        assert!(
+            matches!(&err, RuntimeError::InputMismatch { index: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[1, 6, 9, 8]"), "{err}");
+        // a valid run still works after the rejected ones
+        assert!(compiled.run(&random_input(&g, 5)).is_ok());
+    }
+
+    /// The demo model is a float model: every non-source node lacks a kernel today, and the
+    /// error lists them all (compared with the graph's own node list, not a copied count).
+    #[test]
+    fn float_model_is_a_no_kernel_error_listing_every_node() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-cli/assets/demo.onnx");
+        let model = Model::load(&path).expect("the demo model imports");
+        let g = model.graph();
+        let order = g.topo_order().expect("acyclic");
+        let expected: Vec<MissingKernel> = order
+            .iter()
+            .map(|&n| g.node(n))
+            .filter(|n| !n.op.is_source() && !matches!(n.op, Op::QConv(_)))
+            .map(|n| MissingKernel {
+                node: n.name.clone(),
+                op: n.op.mnemonic(),
+            })
+            .collect();
+        assert!(expected.len() > 1, "the demo has several float nodes");
+        match model.compile(&Options::default()) {
+            Err(RuntimeError::NoKernel(missing)) => {
+                assert_eq!(missing, expected);
+                let message = RuntimeError::NoKernel(missing).to_string();
+                for m in &expected {
+                    assert!(message.contains(&m.to_string()), "{message}");
+                }
+            }
+            other => panic!("expected NoKernel, got {other:?}"),
+        }
+    }
+
+    /// A `.kir` file loads and runs like the graph it was printed from (two 1×1 convs whose
+    /// constants are small enough to print inline); a dump whose weights are summaries is a
+    /// compile error naming the node; unknown extensions and missing files name the path.
+    #[test]
+    fn loads_kir_files() {
+        let mut rng = Rng(5);
+        let mut g = Graph::new("small");
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::U8, vec![1, 2, 3, 3]).with_quant(Quant::per_tensor(0.1, 3)),
+        );
+        let mut v = x;
+        for (i, c_out) in [3, 2].into_iter().enumerate() {
+            let spec = ConvSpec {
+                c_out,
+                kernel: 1,
+                stride: 1,
+                pad: 0,
+                groups: 1,
+                w_dtype: DType::I8,
+                per_channel: i == 0,
+                bias: true,
+                act: None,
+                out: (DType::U8, 0.05, 120),
+            };
+            v = add_qconv(&mut g, &mut rng, &format!("c{i}"), v, spec);
+        }
+        g.set_outputs(vec![v]);
+        let dir = std::env::temp_dir().join(format!("kiln-runtime-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("small.kir");
+        std::fs::write(&path, kiln_ir::text::print_graph(&g)).expect("write");
+        let loaded = Model::load(&path).expect("the printed graph parses");
+        let inputs = random_input(&g, 11);
+        let got = loaded
+            .compile(&Options::default())
+            .expect("QConvs only")
+            .run(&inputs)
+            .expect("valid");
+        assert_bitwise_eq(&got, &kiln_interp::run(&g, &inputs).expect("interpreter"));
+
+        let summarized = dir.join("summarized.kir");
+        std::fs::write(&summarized, kiln_ir::text::print_graph(&three_convs(1))).expect("write");
+        let err = Model::load(&summarized)
+            .expect("summaries parse")
+            .compile(&Options::default())
+            .expect_err("no weight data");
+        assert!(
+            matches!(&err, RuntimeError::Unsupported { node, .. } if node == "conv1"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("without data"), "{err}");
+
+        let err = Model::load(dir.join("model.txt")).expect_err("unknown format");
+        assert!(matches!(err, RuntimeError::UnknownFormat { .. }), "{err}");
+        let err = Model::load(dir.join("missing.kir")).expect_err("no such file");
+        assert!(err.to_string().contains("missing.kir"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Graph outputs that are not kernel results are still returned: a constant, an input,
+    /// and a kernel result listed twice.
+    #[test]
+    fn outputs_may_be_constants_inputs_or_repeated() {
+        let mut g = three_convs(1);
+        let outputs = g.outputs().to_vec();
+        let constant = Tensor::new(vec![3], TensorData::I32(vec![7, -8, 9])).expect("sized");
+        let c = g.add_const("table", constant.clone(), None);
+        g.set_outputs(vec![outputs[0], c, outputs[2], outputs[0]]);
+        let inputs = random_input(&g, 21);
+        let got = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("QConvs only")
+            .run(&inputs)
+            .expect("valid");
+        assert_bitwise_eq(&got, &kiln_interp::run(&g, &inputs).expect("interpreter"));
+        assert!(got[1].bitwise_eq(&constant) && got[2].bitwise_eq(&inputs[0]));
+    }
+
+    /// QConv weights must be constants: a graph feeding them from an input is rejected at
+    /// compile time naming the node.
+    #[test]
+    fn non_constant_weights_are_rejected() {
+        let mut g = Graph::new("dynamic_weights");
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::U8, vec![1, 2, 4, 4]).with_quant(Quant::per_tensor(0.1, 0)),
+        );
+        let w = g.add_input(
+            "w",
+            TensorType::new(DType::I8, vec![2, 2, 1, 1]).with_quant(Quant::per_tensor(0.1, 0)),
+        );
+        let y = g.add_node_typed(
+            "conv",
+            Op::QConv(ConvAttrs {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                pads: vec![0; 4],
+                dilations: vec![1, 1],
+                groups: 1,
+                act: None,
+            }),
+            &[x, w],
+            vec![Output {
+                name: "y".into(),
+                ty: TensorType::new(DType::U8, vec![1, 2, 4, 4])
+                    .with_quant(Quant::per_tensor(0.2, 0)),
+            }],
+        )[0];
+        g.set_outputs(vec![y]);
+        let err = Model::from_graph(g)
+            .compile(&Options::default())
+            .expect_err("weights from an input");
+        assert!(
+            matches!(&err, RuntimeError::Unsupported { node, .. } if node == "conv"),
+            "{err}"
+        );
+    }
+}
