@@ -5,7 +5,9 @@
 //!
 //! `cargo run --release -p kiln-codegen --example qconv_bench [-- --runs N --disasm FILE]`
 //! (`--channels C --size S` change the layer, `--rows R --cols V` the micro-kernel tile,
-//! `--no-vnni` forces the `pmaddwd` inner product on VNNI hosts).
+//! `--no-vnni` forces the `pmaddwd` inner product on VNNI hosts). `--depthwise` benchmarks a
+//! 3×3 depthwise conv instead (96 channels by default, `groups == C`), through the depthwise
+//! kernel, or through the general micro-kernel with `--general`.
 
 use kiln_codegen::probe::probe_host;
 use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvTuning};
@@ -29,7 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let col_vectors: usize = flag("--cols").map_or(Ok(2), |v| v.parse())?;
     let disasm_path = flag("--disasm");
     let allow_vnni = !args.iter().any(|a| a == "--no-vnni");
-    let c: usize = flag("--channels").map_or(Ok(64), |v| v.parse())?;
+    let depthwise = args.iter().any(|a| a == "--depthwise");
+    let allow_depthwise = !args.iter().any(|a| a == "--general");
+    let c: usize = flag("--channels").map_or(Ok(if depthwise { 96 } else { 64 }), |v| v.parse())?;
+    // input channels per group
+    let cin_g = if depthwise { 1 } else { c };
     let hw: usize = flag("--size").map_or(Ok(56), |v| v.parse())?;
 
     // deterministic pseudo-random contents (an LCG): only the timing matters here
@@ -45,8 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TensorData::U8((0..c * hw * hw).map(|_| next() as u8).collect()),
     )?;
     let w = Tensor::new(
-        vec![c, c, 3, 3],
-        TensorData::I8((0..c * c * 9).map(|_| next() as i8).collect()),
+        vec![c, cin_g, 3, 3],
+        TensorData::I8((0..c * cin_g * 9).map(|_| next() as i8).collect()),
     )?;
     let b = Tensor::new(
         vec![c],
@@ -54,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let x_ty =
         TensorType::new(DType::U8, vec![1, c, hw, hw]).with_quant(Quant::per_tensor(0.02, 128));
-    let w_ty = TensorType::new(DType::I8, vec![c, c, 3, 3]).with_quant(Quant::PerAxis {
+    let w_ty = TensorType::new(DType::I8, vec![c, cin_g, 3, 3]).with_quant(Quant::PerAxis {
         axis: 0,
         scales: (0..c).map(|i| 0.001 + 0.0001 * i as f32).collect(),
         zero_points: vec![0; c],
@@ -67,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         strides: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         dilations: vec![1, 1],
-        groups: 1,
+        groups: c / cin_g,
         act: Some(Activation::Relu),
     };
     let node = QConvNode {
@@ -92,6 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows,
             col_vectors,
             allow_vnni,
+            allow_depthwise,
         },
     )?;
     let compile_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -142,8 +149,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let peak_gmacs = peak_rate / 1e9;
     println!(
-        "qconv 3x3 {c}->{c} on {hw}x{hw}, u8 x i8 per-channel, relu; tile {:?} (pixels, \
-         channels), inner product {:?}",
+        "qconv 3x3 {c}->{c} (groups {}) on {hw}x{hw}, u8 x i8 per-channel, relu; {:?} path, \
+         tile {:?} (pixels, channels), inner product {:?}",
+        c / cin_g,
+        kernel.path(),
         kernel.tile(),
         kernel.inner_product()
     );

@@ -5,18 +5,50 @@
 //! - [`jit`]: [`Jit`], a Cranelift JIT module for the host (opt_level=speed), and
 //!   [`IsaFeatures`], what the selected ISA can do;
 //! - [`qconv`]: [`QConvKernel`], the int8 convolution (`Op::QConv`) as an implicit GEMM whose
-//!   inner product is one `pmaddwd` per 8 MACs, or one `vpdpbusd` per 16 on VNNI hosts,
-//!   bit-exact against `kiln-interp`;
+//!   inner product is one `pmaddwd` per 8 MACs, or one `vpdpbusd` per 16 on VNNI hosts, with
+//!   a depthwise path vectorized over channels ([`QConvPath`]);
+//! - [`qmatmul`]: [`QMatMulKernel`], the int8 matrix multiply (`Op::QMatMul`) on the same
+//!   micro-kernel, constant or run-time `b`, batch broadcasting;
+//! - [`quantize`]: [`QuantizeKernel`] (f32 → u8/i8) and [`DequantizeKernel`] (u8/i8 → f32),
+//!   per tensor or per axis;
+//! - [`maxpool`]: [`MaxPoolKernel`], int8 MaxPool (any kernel, strides, dilations, pads,
+//!   `ceil_mode`), vectorized over channels;
 //! - [`probe`]: the host's clock and peak `pmaddwd`/`vpdpbusd` rates, to report kernels'
 //!   efficiency.
+//!
+//! Every kernel is bit-exact against `kiln-interp` (`eval_op`) and follows one pattern:
+//!
+//! - `XKernel::compile(node or input/output types, &JitOptions[, &XTuning]) ->
+//!   Result<XKernel, CodegenError>` validates the op exactly as the interpreter does
+//!   (`CodegenError::InvalidOp`), rejects what it has no code for (`Unsupported`), packs
+//!   constants and JIT-compiles; the kernel owns its machine code (its own [`Jit`]).
+//! - `run_into(&inputs.., &mut out[, &mut scratch])` runs on raw element slices (`u8`/`i8`
+//!   through the sealed [`Int8`] trait, `f32`), checking every length and dtype first
+//!   (`CodegenError::BadBuffer`); kernels with working memory give it out by
+//!   `new_scratch()`, reusable across calls. `run(&Tensor..) -> Tensor` allocates.
+//! - Shapes are fixed at compile time; a batch dimension is looped over inside `run_into`.
+//!
+//! | kernel | compile | run |
+//! |---|---|---|
+//! | [`QConvKernel`] | `compile(&QConvNode, &JitOptions, &QConvTuning)` | `run_into(x, out, &mut QConvScratch)` |
+//! | [`QMatMulKernel`] | `compile(&QMatMulNode, &JitOptions, &QMatMulTuning)` | constant `b`: `run_into(a, out, &mut QMatMulScratch)`; else `run_with_b_into(a, b, out, ..)` |
+//! | [`QuantizeKernel`] | `compile(x_ty, out_ty, &JitOptions)` | `run_into(x: &[f32], out)` |
+//! | [`DequantizeKernel`] | `compile(x_ty, out_ty, &JitOptions)` | `run_into(x, out: &mut [f32])` |
+//! | [`MaxPoolKernel`] | `compile(&PoolAttrs, x_ty, &JitOptions)` | `run_into(x, out, &mut MaxPoolScratch)` |
 
 pub mod error;
 pub mod jit;
+pub mod maxpool;
 pub mod probe;
 pub mod qconv;
+pub mod qmatmul;
+pub mod quantize;
 
 mod clif;
 
 pub use error::CodegenError;
 pub use jit::{IsaFeatures, Jit, JitOptions};
-pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvScratch, QConvTuning};
+pub use maxpool::{MaxPoolKernel, MaxPoolScratch};
+pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning};
+pub use qmatmul::{QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning};
+pub use quantize::{DequantizeKernel, QuantizeKernel};

@@ -6,7 +6,7 @@
 //!
 //! `PROPTEST_CASES` sets the number of random problems (default 1000).
 
-use kiln_codegen::{InnerProduct, Jit, JitOptions, QConvKernel, QConvNode, QConvTuning};
+use kiln_codegen::{InnerProduct, Jit, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
@@ -167,6 +167,12 @@ fn check(case: &Case, tuning: &QConvTuning) -> Result<(), String> {
 
 /// [`check`], returning the inner product the kernel used.
 fn check_with(case: &Case, tuning: &QConvTuning) -> Result<InnerProduct, String> {
+    check_path(case, tuning).map(|(inner, _)| inner)
+}
+
+/// [`check`], returning the inner product and the path (general or depthwise) the kernel
+/// was built as.
+fn check_path(case: &Case, tuning: &QConvTuning) -> Result<(InnerProduct, QConvPath), String> {
     let mut rng = Rng(case.seed);
     let (c_in, c_out) = (case.cin_g * case.groups, case.cout_g * case.groups);
     let mut x_shape = vec![case.batch, c_in];
@@ -284,7 +290,7 @@ fn check_with(case: &Case, tuning: &QConvTuning) -> Result<InnerProduct, String>
             wrong.first().map_or(0, |&i| w[i]),
         ));
     }
-    Ok(kernel.inner_product())
+    Ok((kernel.inner_product(), kernel.path()))
 }
 
 /// ONNX conv output extent per spatial dim: `(in + pads − span) / stride + 1`.
@@ -345,9 +351,46 @@ proptest! {
         rows in 1usize..=6,
         col_vectors in 1usize..=3,
         allow_vnni in any::<bool>(),
+        allow_depthwise in any::<bool>(),
     ) {
-        let tuning = QConvTuning { rows, col_vectors, allow_vnni };
+        let tuning = QConvTuning { rows, col_vectors, allow_vnni, allow_depthwise };
         prop_assert_eq!(check(&case, &tuning), Ok(()));
+    }
+}
+
+/// Depthwise problems (`groups == C_in == C_out`, 1 to 37 channels: partial channel tiles,
+/// counts that are not multiples of 4 or 16).
+fn depthwise_case() -> impl Strategy<Value = Case> {
+    (case(), 1usize..=37).prop_map(|(case, channels)| Case {
+        groups: channels,
+        cin_g: 1,
+        cout_g: 1,
+        ..case
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(1000) / 2))]
+
+    /// The depthwise kernel, chosen by default, with `vpdpbusd` where possible and with
+    /// `pmaddwd` forced, in random tiles; and the general path forced on the same problem.
+    #[test]
+    fn depthwise_jit_matches_interpreter(
+        case in depthwise_case(),
+        rows in 1usize..=6,
+        col_vectors in 1usize..=3,
+    ) {
+        let default = check_path(&case, &QConvTuning::default()).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(default.1, QConvPath::Depthwise);
+        if case.symmetric_weights && !case.w_unsigned {
+            prop_assert_eq!(default.0, expected_default_inner(&case));
+        }
+        for allow_vnni in [false, true] {
+            let tuning = QConvTuning { rows, col_vectors, allow_vnni, allow_depthwise: true };
+            prop_assert_eq!(check(&case, &tuning), Ok(()));
+        }
+        let general = QConvTuning { allow_depthwise: false, ..QConvTuning::default() };
+        prop_assert_eq!(check_path(&case, &general).map(|(_, p)| p), Ok(QConvPath::General));
     }
 }
 

@@ -109,7 +109,7 @@ struct Buffers {
 /// to their uses instead of staying in program order ahead of all arithmetic — which would
 /// hold every k-step's operands live at once and spill accumulators — and invariant ones
 /// leave loops.
-fn ro() -> MemFlagsData {
+pub(crate) fn ro() -> MemFlagsData {
     let mut flags = mem_aligned().with_readonly();
     flags.set_can_move();
     flags
@@ -305,8 +305,21 @@ fn micro_kernel_sweep(
                 b.ins().iadd(tile_out, p)
             })
             .collect();
+        let tile_consts = TileConsts {
+            nr,
+            bias_offset: layout.bias_offset,
+            multiplier_offset: layout.multiplier_offset,
+            channel_stride: pixels,
+        };
         epilogue(
-            b, plan, layout, &accs, consts, &pixel_out, channels, exact_cvtt,
+            b,
+            &plan.requant(),
+            &tile_consts,
+            &accs,
+            consts,
+            &pixel_out,
+            channels,
+            exact_cvtt,
         );
     });
 }
@@ -391,14 +404,48 @@ fn reduction(
     }
 }
 
+/// Where a tile's constants lie in the packed blob (relative to the tile's `nr · 16`-byte
+/// slot): `nr` i32 bias vectors at `bias_offset`, `nr` f32 multiplier vectors at
+/// `multiplier_offset`. Shared by the general and the depthwise kernels.
+pub(crate) struct TileConsts {
+    pub nr: usize,
+    pub bias_offset: usize,
+    pub multiplier_offset: usize,
+    /// Output elements between consecutive channels (columns) of one pixel (row): the
+    /// pixel count for NCHW convolutions, 1 for row-major matrices.
+    pub channel_stride: usize,
+}
+
+/// The requantization of an i32 accumulator (plus bias) to the output type: multiply,
+/// clamp to `requant_bounds` (`q_min − zp`, `q_max − zp` as f32), round half to even, add
+/// `zero_point`, clamp to `act_bounds` (the output range, narrowed by a fused ReLU/Clip).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Requant {
+    pub requant_bounds: (f32, f32),
+    pub zero_point: i32,
+    pub act_bounds: (i32, i32),
+    pub signed_out: bool,
+}
+
+impl QConvPlan {
+    pub fn requant(&self) -> Requant {
+        Requant {
+            requant_bounds: self.requant_bounds,
+            zero_point: self.out_zero_point,
+            act_bounds: self.act_bounds,
+            signed_out: self.out_dtype == DType::I8,
+        }
+    }
+}
+
 /// Requantize the accumulators and store the `channels` valid output channels of each of
 /// the `mr` pixels: `acc + bias` → f32 → `· multiplier` → clamp to `[q_min − zp, q_max − zp]`
 /// → round half to even → i32 → `+ zp` → activation clamp → narrow (exact: in range).
 #[allow(clippy::too_many_arguments)]
-fn epilogue(
+pub(crate) fn epilogue(
     b: &mut FunctionBuilder,
-    plan: &QConvPlan,
-    layout: &Layout,
+    plan: &Requant,
+    layout: &TileConsts,
     accs: &[Vec<Variable>],
     consts: Value,
     pixel_out: &[Value],
@@ -406,7 +453,6 @@ fn epilogue(
     exact_cvtt: bool,
 ) {
     let nr = layout.nr;
-    let pixels = plan.out_pixels();
     let bias: Vec<Value> = (0..nr)
         .map(|r| {
             b.ins().load(
@@ -429,10 +475,10 @@ fn epilogue(
         .collect();
     let lo_f = splat_f32(b, plan.requant_bounds.0);
     let hi_f = splat_f32(b, plan.requant_bounds.1);
-    let zp = splat_i32(b, plan.out_zero_point);
+    let zp = splat_i32(b, plan.zero_point);
     let act_lo = splat_i32(b, plan.act_bounds.0);
     let act_hi = splat_i32(b, plan.act_bounds.1);
-    let signed_out = plan.out_dtype == DType::I8;
+    let signed_out = plan.signed_out;
     for (m, row) in accs.iter().enumerate() {
         let q: Vec<Value> = row
             .iter()
@@ -469,7 +515,7 @@ fn epilogue(
                     break;
                 }
                 let byte = b.ins().extractlane(bytes, k as u8);
-                let (addr, off) = at(b, pixel_out[m], channel * pixels);
+                let (addr, off) = at(b, pixel_out[m], channel * layout.channel_stride);
                 b.ins().store(mem(), byte, addr, off);
             }
         }

@@ -3,12 +3,14 @@
 //! quantization and activation, with its weights packed, and run it on input buffers.
 //! Results equal `kiln-interp`'s bit for bit (see docs/kernels.md for the arithmetic).
 
-mod emit;
-mod layout;
+mod depthwise;
+pub(crate) mod emit;
+pub(crate) mod layout;
 mod plan;
 
 use crate::jit::{Jit, JitOptions};
 use crate::CodegenError;
+use depthwise::DwLayout;
 use kiln_ir::{ConvAttrs, DType, Tensor, TensorData, TensorType};
 pub use layout::InnerProduct;
 use layout::Layout;
@@ -25,6 +27,10 @@ pub struct QConvTuning {
     /// centered weights fit i8; `false` forces the `pmaddwd` inner product (for tests and
     /// comparisons).
     pub allow_vnni: bool,
+    /// Use the depthwise kernel (vectorized over channels, taps side by side in the inner
+    /// product) when `groups == C_in == C_out`; `false` forces the general micro-kernel
+    /// (for tests and comparisons).
+    pub allow_depthwise: bool,
 }
 
 impl Default for QConvTuning {
@@ -33,6 +39,7 @@ impl Default for QConvTuning {
             rows: 4,
             col_vectors: 2,
             allow_vnni: true,
+            allow_depthwise: true,
         }
     }
 }
@@ -40,30 +47,30 @@ impl Default for QConvTuning {
 /// A 16-byte aligned byte buffer without `unsafe`: a `Vec<u8>` with 15 spare bytes, used
 /// from the first 16-byte boundary (the heap block never moves: the Vec is never resized).
 #[derive(Debug)]
-struct AlignedBytes {
+pub(crate) struct AlignedBytes {
     buf: Vec<u8>,
     start: usize,
     len: usize,
 }
 
 impl AlignedBytes {
-    fn zeroed(len: usize) -> AlignedBytes {
+    pub(crate) fn zeroed(len: usize) -> AlignedBytes {
         let buf = vec![0u8; len + 15];
         let start = buf.as_ptr().align_offset(16);
         AlignedBytes { buf, start, len }
     }
 
-    fn from_bytes(bytes: &[u8]) -> AlignedBytes {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> AlignedBytes {
         let mut a = AlignedBytes::zeroed(bytes.len());
         a.as_mut_slice().copy_from_slice(bytes);
         a
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[self.start..self.start + self.len]
     }
 
-    fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.start + self.len]
     }
 }
@@ -77,12 +84,20 @@ pub struct QConvScratch {
 /// Integer element types a kernel reads and writes.
 pub trait Int8: Copy + sealed::Sealed {
     const DTYPE: DType;
+    /// The element's bits.
+    fn bits(self) -> u8;
 }
 impl Int8 for u8 {
     const DTYPE: DType = DType::U8;
+    fn bits(self) -> u8 {
+        self
+    }
 }
 impl Int8 for i8 {
     const DTYPE: DType = DType::I8;
+    fn bits(self) -> u8 {
+        self as u8
+    }
 }
 mod sealed {
     pub trait Sealed {}
@@ -109,13 +124,30 @@ pub struct QConvNode<'a> {
     pub out_ty: &'a TensorType,
 }
 
+/// Which kernel a [`QConvKernel`] was built as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QConvPath {
+    /// The implicit-GEMM micro-kernel over one group's output channels (any conv).
+    General,
+    /// One channel per group (`groups == C_in == C_out`): vectorized over channels, with
+    /// adjacent kernel taps as the inner product's pairs or quads (docs/kernels.md).
+    Depthwise,
+}
+
+/// The path-specific parts of a compiled kernel.
+enum Path {
+    /// The general micro-kernel, with its JIT-compiled widening step.
+    General { layout: Layout, widen: WidenFn },
+    /// The depthwise kernel; its scratch is filled by [`DwLayout::widen`].
+    Depthwise { layout: DwLayout },
+}
+
 /// A compiled QConv. Owns its machine code, packed constants and the JIT that holds them.
 pub struct QConvKernel {
     name: String,
     plan: QConvPlan,
-    layout: Layout,
+    path: Path,
     packed: AlignedBytes,
-    widen: WidenFn,
     compute: ComputeFn,
     /// Declared last: dropped after everything else; `widen` and `compute` point into it.
     jit: Jit,
@@ -127,9 +159,9 @@ impl std::fmt::Debug for QConvKernel {
             .field("name", &self.name)
             .field("x", &self.plan.x_shape)
             .field("out", &self.plan.out_shape)
-            .field("mr", &self.layout.mr)
-            .field("nr", &self.layout.nr)
-            .field("inner", &self.layout.inner)
+            .field("path", &self.path())
+            .field("tile", &self.tile())
+            .field("inner", &self.inner_product())
             .finish()
     }
 }
@@ -158,44 +190,60 @@ impl QConvKernel {
         } else {
             InnerProduct::Pmaddwd
         };
-        let layout = Layout::new(&plan, tuning, inner)?;
-        let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
         let name = format!(
             "qconv_{}x{}_k{:?}_s{:?}_g{}",
             plan.c_in, plan.c_out, plan.kernel, plan.stride, plan.groups
         )
         .replace([' ', '[', ']', ','], "");
-        let widen_fn = emit::build_widen_function(
-            &plan,
-            &layout,
-            jit.pointer_signature(2),
-            jit.target_config(),
-        );
-        let widen = jit.compile(&format!("{name}_widen"), widen_fn)?;
-        let compute_fn = emit::build_compute_function(
-            &plan,
-            &layout,
-            jit.pointer_signature(3),
-            jit.target_config(),
-            jit.features().is_x86_64(),
-        );
-        let compute = jit.compile(&name, compute_fn)?;
-        // SAFETY: `widen` and `compute` are the entries of the functions just compiled from
-        // signatures of two and three pointer parameters, no results, in the target's default (C)
-        // calling convention — `WidenFn` and `ComputeFn`. They stay valid while `jit` lives,
-        // and `jit` is owned by the kernel alongside them.
-        let (widen, compute) = unsafe {
-            (
-                std::mem::transmute::<*const u8, WidenFn>(widen),
-                std::mem::transmute::<*const u8, ComputeFn>(compute),
-            )
+        let exact_cvtt = jit.features().is_x86_64();
+        let depthwise = tuning.allow_depthwise && plan.cin_g == 1 && plan.cout_g == 1;
+        let (path, packed, compute) = if depthwise {
+            let layout = DwLayout::new(&plan, tuning, inner)?;
+            let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
+            let compute_fn = depthwise::build_compute_function(
+                &plan,
+                &layout,
+                jit.pointer_signature(3),
+                jit.target_config(),
+                exact_cvtt,
+            );
+            let compute = jit.compile(&name, compute_fn)?;
+            (Path::Depthwise { layout }, packed, compute)
+        } else {
+            let layout = Layout::new(&plan, tuning, inner)?;
+            let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
+            let widen_fn = emit::build_widen_function(
+                &plan,
+                &layout,
+                jit.pointer_signature(2),
+                jit.target_config(),
+            );
+            let widen = jit.compile(&format!("{name}_widen"), widen_fn)?;
+            // SAFETY: `widen` is the entry of the function just compiled from a signature of
+            // two pointer parameters, no results, in the target's default (C) calling
+            // convention — `WidenFn`. It stays valid while `jit` lives, and `jit` is owned by
+            // the kernel alongside it.
+            let widen = unsafe { std::mem::transmute::<*const u8, WidenFn>(widen) };
+            let compute_fn = emit::build_compute_function(
+                &plan,
+                &layout,
+                jit.pointer_signature(3),
+                jit.target_config(),
+                exact_cvtt,
+            );
+            let compute = jit.compile(&name, compute_fn)?;
+            (Path::General { layout, widen }, packed, compute)
         };
+        // SAFETY: `compute` is the entry of a function just compiled from a signature of
+        // three pointer parameters, no results, in the target's default (C) calling
+        // convention — `ComputeFn`. It stays valid while `jit` lives, and `jit` is owned by
+        // the kernel alongside it.
+        let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(compute) };
         Ok(QConvKernel {
             name,
             plan,
-            layout,
+            path,
             packed,
-            widen,
             compute,
             jit,
         })
@@ -232,17 +280,38 @@ impl QConvKernel {
 
     /// The inner product the micro-kernel was built from.
     pub fn inner_product(&self) -> InnerProduct {
-        self.layout.inner
+        match &self.path {
+            Path::General { layout, .. } => layout.inner,
+            Path::Depthwise { layout } => layout.inner,
+        }
+    }
+
+    /// The kernel this node was built as.
+    pub fn path(&self) -> QConvPath {
+        match self.path {
+            Path::General { .. } => QConvPath::General,
+            Path::Depthwise { .. } => QConvPath::Depthwise,
+        }
     }
 
     /// The micro-kernel actually used: `(output pixels, output channels)` per tile.
     pub fn tile(&self) -> (usize, usize) {
-        (self.layout.mr, 4 * self.layout.nr)
+        match &self.path {
+            Path::General { layout, .. } => (layout.mr, 4 * layout.nr),
+            Path::Depthwise { layout } => (layout.mr, 4 * layout.nr),
+        }
+    }
+
+    fn scratch_bytes(&self) -> usize {
+        match &self.path {
+            Path::General { layout, .. } => layout.scratch_bytes,
+            Path::Depthwise { layout } => layout.scratch_bytes,
+        }
     }
 
     pub fn new_scratch(&self) -> QConvScratch {
         QConvScratch {
-            bytes: AlignedBytes::zeroed(self.layout.scratch_bytes),
+            bytes: AlignedBytes::zeroed(self.scratch_bytes()),
         }
     }
 
@@ -278,10 +347,11 @@ impl QConvKernel {
                 out.len()
             )));
         }
-        if scratch.bytes.len != self.layout.scratch_bytes {
+        if scratch.bytes.len != self.scratch_bytes() {
             return Err(bad(format!(
                 "scratch of {} bytes, expected {} (use new_scratch)",
-                scratch.bytes.len, self.layout.scratch_bytes
+                scratch.bytes.len,
+                self.scratch_bytes()
             )));
         }
         let packed = self.packed.as_slice();
@@ -291,16 +361,25 @@ impl QConvKernel {
         for n in 0..batch {
             let x_n = &x[n * x_image..(n + 1) * x_image];
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
-            // SAFETY: the entries are valid while `self.jit` lives (it does: `self` is
-            // borrowed). `widen` reads one image (`x_image` one-byte elements) of `x_n` and
-            // writes `layout.scratch_bytes` 16-byte-aligned bytes of `scratch`; `compute`
-            // reads the scratch and the packed blob it was compiled against
-            // (`layout.packed_bytes`, 16-byte aligned) and writes exactly `out_image` bytes
-            // of `out_n`. All sizes are checked above; the buffers are
-            // live and distinct (`&`/`&mut` borrows). u8 and i8 have the same size and
-            // alignment, so the pointer casts keep extents.
+            match &self.path {
+                Path::General { widen, .. } => {
+                    // SAFETY: the entry is valid while `self.jit` lives (it does: `self` is
+                    // borrowed). It reads one image (`x_image` one-byte elements) of `x_n`
+                    // and writes `layout.scratch_bytes` 16-byte-aligned bytes of `scratch`,
+                    // sizes checked above; u8 and i8 have the same size and alignment.
+                    unsafe { widen(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr()) }
+                }
+                Path::Depthwise { layout } => {
+                    layout.widen(&self.plan, x_n, scratch);
+                }
+            }
+            // SAFETY: the entry is valid while `self.jit` lives (it does: `self` is
+            // borrowed). `compute` reads the scratch (`scratch_bytes`, 16-byte aligned) and
+            // the packed blob it was compiled against (`packed_bytes`, 16-byte aligned) and
+            // writes exactly `out_image` bytes of `out_n`. All sizes are checked above; the
+            // buffers are live and distinct (`&`/`&mut` borrows). u8 and i8 have the same
+            // size and alignment, so the pointer cast keeps extents.
             unsafe {
-                (self.widen)(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr());
                 (self.compute)(
                     packed.as_ptr(),
                     scratch.as_ptr(),

@@ -251,7 +251,7 @@ impl Geometry {
     }
 }
 
-fn int8_range(dtype: DType, what: &str) -> Result<(i32, i32), CodegenError> {
+pub(crate) fn int8_range(dtype: DType, what: &str) -> Result<(i32, i32), CodegenError> {
     match dtype {
         DType::I8 => Ok((i8::MIN as i32, i8::MAX as i32)),
         DType::U8 => Ok((0, u8::MAX as i32)),
@@ -259,7 +259,7 @@ fn int8_range(dtype: DType, what: &str) -> Result<(i32, i32), CodegenError> {
     }
 }
 
-fn check_params(
+pub(crate) fn check_params(
     scales: &[f32],
     zero_points: &[i32],
     range: (i32, i32),
@@ -279,7 +279,11 @@ fn check_params(
     Ok(())
 }
 
-fn per_tensor(ty: &TensorType, range: (i32, i32), what: &str) -> Result<(f32, i32), CodegenError> {
+pub(crate) fn per_tensor(
+    ty: &TensorType,
+    range: (i32, i32),
+    what: &str,
+) -> Result<(f32, i32), CodegenError> {
     match &ty.quant {
         Some(Quant::PerTensor { scale, zero_point }) => {
             check_params(&[*scale], &[*zero_point], range, what)?;

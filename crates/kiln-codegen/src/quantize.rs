@@ -1,0 +1,493 @@
+//! Quantize (`Op::Quantize`, f32 → u8/i8) and Dequantize (`Op::Dequantize`, u8/i8 → f32)
+//! kernels, per tensor or per axis, bit-exact with `kiln-interp`:
+//!
+//! - quantize: `q = sat(round_half_even(x / s[c]) + zp[c])`, NaN → the low bound, computed
+//!   as QConv's epilogue does it: `divps`, clamp to `[q_min − zp, q_max − zp]` with
+//!   `f32::max`/`min`'s NaN rule (`maxps`/`minps`: a NaN gives the low bound), round half
+//!   to even (`roundps`), convert (exact: integral and in range), add `zp`, narrow (exact).
+//!   The clamp before rounding equals the interpreter's clamp after it: the bounds are
+//!   integers.
+//! - dequantize: `(q − zp[c]) as f32 · s[c]`.
+//!
+//! The tensor is seen as `[rows][inner]` with `rows = outer · n` (per axis: `n` the axis
+//! length, `inner` the product of the dims after it; per tensor: one row), each row with one
+//! parameter set from a table; a row runs 4 elements per vector step, and its last
+//! `inner % 4` elements one at a time through the same vector code (splat in, lane 0 out),
+//! so every element takes exactly the same instructions.
+
+use crate::clif::{counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled};
+use crate::jit::{Jit, JitOptions};
+use crate::qconv::Int8;
+use crate::CodegenError;
+use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use kiln_ir::{DType, Quant, Tensor, TensorData, TensorType};
+
+/// `(x, params, out)`.
+type ElementwiseFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
+
+/// The shape, parameters and dtypes shared by both kernels.
+#[derive(Clone, Debug)]
+struct Plan {
+    shape: Vec<usize>,
+    /// Rows of `inner` elements; row `r` uses parameter set `r % n`.
+    rows: usize,
+    inner: usize,
+    n: usize,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+    /// The u8/i8 side.
+    int_dtype: DType,
+    range: (i32, i32),
+}
+
+impl Plan {
+    fn new(op: &'static str, shape: &[usize], q_ty: &TensorType) -> Result<Plan, CodegenError> {
+        let invalid = |reason: String| CodegenError::InvalidOp { op, reason };
+        let range = match q_ty.dtype {
+            DType::I8 => (i8::MIN as i32, i8::MAX as i32),
+            DType::U8 => (0, u8::MAX as i32),
+            d => {
+                return Err(CodegenError::Unsupported {
+                    op,
+                    reason: format!("{d} quantized side (u8 or i8 only)"),
+                })
+            }
+        };
+        let Some(q) = &q_ty.quant else {
+            return Err(invalid(format!("{q_ty} has no quantization parameters")));
+        };
+        let (axis, scales, zero_points) = match q {
+            Quant::PerTensor { scale, zero_point } => (None, vec![*scale], vec![*zero_point]),
+            Quant::PerAxis {
+                axis,
+                scales,
+                zero_points,
+            } => {
+                if *axis >= shape.len()
+                    || scales.len() != shape[*axis]
+                    || zero_points.len() != shape[*axis]
+                {
+                    return Err(invalid(format!(
+                        "per-axis quantization along axis {axis} with {} scales for shape \
+                         {shape:?}",
+                        scales.len()
+                    )));
+                }
+                (Some(*axis), scales.clone(), zero_points.clone())
+            }
+        };
+        if let Some(z) = zero_points.iter().find(|&&z| z < range.0 || z > range.1) {
+            return Err(invalid(format!(
+                "zero point {z} outside [{}, {}]",
+                range.0, range.1
+            )));
+        }
+        if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(invalid(format!(
+                "scale {s} is not a positive finite number"
+            )));
+        }
+        let numel: usize = shape.iter().product();
+        let (rows, inner, n) = match axis {
+            None => (1, numel, 1),
+            Some(a) => {
+                let inner: usize = shape[a + 1..].iter().product();
+                (numel / inner.max(1), inner, shape[a])
+            }
+        };
+        Ok(Plan {
+            shape: shape.to_vec(),
+            rows: if numel == 0 { 0 } else { rows },
+            inner,
+            n,
+            scales,
+            zero_points,
+            int_dtype: q_ty.dtype,
+            range,
+        })
+    }
+
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The parameter table: per set, four 32-bit words: quantize `[s, q_min − zp, q_max −
+    /// zp, zp]` (f32, f32, f32, i32), dequantize `[s, 0, 0, zp]`.
+    fn params(&self, quantize: bool) -> Vec<u8> {
+        let mut blob = Vec::with_capacity(16 * self.n);
+        for (&s, &z) in self.scales.iter().zip(&self.zero_points) {
+            let words: [u32; 4] = if quantize {
+                [
+                    s.to_bits(),
+                    ((self.range.0 as i64 - z as i64) as f32).to_bits(),
+                    ((self.range.1 as i64 - z as i64) as f32).to_bits(),
+                    z as u32,
+                ]
+            } else {
+                [s.to_bits(), 0, 0, z as u32]
+            };
+            for w in words {
+                blob.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        blob
+    }
+}
+
+/// Build `fn(x, params, out)`: for each row, its parameter set loaded and broadcast, then
+/// `step(b, params, x_elem, out_elem, lanes)` over the row: `lanes` 4 while 4 remain, then 1.
+fn build(
+    jit: &Jit,
+    plan: &Plan,
+    x_bytes: usize,
+    out_bytes: usize,
+    step: impl Fn(&mut FunctionBuilder, &[Value], Value, Value, usize),
+) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(3));
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (x, params, out) = (p[0], p[1], p[2]);
+    let inner = plan.inner;
+    counted_loop(&mut b, plan.rows, |b, row| {
+        let set = if plan.n == 1 {
+            b.ins().iconst(types::I64, 0)
+        } else {
+            b.ins().urem_imm_u(row, plan.n as i64)
+        };
+        let entry = scaled(b, params, set, 16);
+        // the table is a plain Vec<u8>: no alignment promised
+        let flags = mem().with_readonly();
+        let values: Vec<Value> = (0..4)
+            .map(|k| {
+                let ty = if k == 3 { types::I32 } else { types::F32 };
+                b.ins().load(ty, flags, entry, 4 * k)
+            })
+            .collect();
+        let vector: Vec<Value> = values
+            .iter()
+            .map(|&v| {
+                let ty = if b.func.dfg.value_type(v) == types::I32 {
+                    types::I32X4
+                } else {
+                    types::F32X4
+                };
+                b.ins().splat(ty, v)
+            })
+            .collect();
+        let x_row = scaled(b, x, row, inner * x_bytes);
+        let out_row = scaled(b, out, row, inner * out_bytes);
+        counted_loop(b, inner / 4, |b, i| {
+            let xi = scaled(b, x_row, i, 4 * x_bytes);
+            let oi = scaled(b, out_row, i, 4 * out_bytes);
+            step(b, &vector, xi, oi, 4);
+        });
+        for e in (inner / 4) * 4..inner {
+            let xi = b.ins().iadd_imm_u(x_row, (e * x_bytes) as i64);
+            let oi = b.ins().iadd_imm_u(out_row, (e * out_bytes) as i64);
+            step(b, &vector, xi, oi, 1);
+        }
+    });
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(jit.target_config());
+    func
+}
+
+/// A compiled Quantize (f32 → u8/i8).
+pub struct QuantizeKernel {
+    name: String,
+    plan: Plan,
+    params: Vec<u8>,
+    function: ElementwiseFn,
+    /// Declared last: `function` points into it.
+    jit: Jit,
+}
+
+impl std::fmt::Debug for QuantizeKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizeKernel")
+            .field("name", &self.name)
+            .field("shape", &self.plan.shape)
+            .field("out", &self.plan.int_dtype)
+            .finish()
+    }
+}
+
+impl QuantizeKernel {
+    /// Compile a Quantize node: `x_ty` f32, `out_ty` u8/i8 with per-tensor or per-axis
+    /// quantization, of the same shape.
+    pub fn compile(
+        x_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<QuantizeKernel, CodegenError> {
+        const OP: &str = "quantize";
+        if x_ty.dtype != DType::F32 {
+            return Err(CodegenError::Unsupported {
+                op: OP,
+                reason: format!("{} input (f32 only)", x_ty.dtype),
+            });
+        }
+        if x_ty.shape != out_ty.shape {
+            return Err(CodegenError::InvalidOp {
+                op: OP,
+                reason: format!("input {x_ty} and output {out_ty} shapes differ"),
+            });
+        }
+        let plan = Plan::new(OP, &x_ty.shape, out_ty)?;
+        let mut jit = Jit::host(options)?;
+        let exact_cvtt = jit.features().is_x86_64();
+        let signed = plan.int_dtype == DType::I8;
+        let func = build(&jit, &plan, 4, 1, |b, p, xi, oi, lanes| {
+            let v = if lanes == 4 {
+                b.ins().load(types::F32X4, mem(), xi, 0)
+            } else {
+                let s = b.ins().load(types::F32, mem(), xi, 0);
+                b.ins().splat(types::F32X4, s)
+            };
+            let f = b.ins().fdiv(v, p[0]);
+            let f = fmax_to_bound(b, f, p[1]);
+            let f = fmin_to_bound(b, f, p[2]);
+            let f = b.ins().nearest(f);
+            let i = if exact_cvtt {
+                b.ins().x86_cvtt2dq(types::I32X4, f)
+            } else {
+                b.ins().fcvt_to_sint_sat(types::I32X4, f)
+            };
+            let i = b.ins().iadd(i, p[3]);
+            let halves = b.ins().snarrow(i, i);
+            let bytes = if signed {
+                b.ins().snarrow(halves, halves)
+            } else {
+                b.ins().unarrow(halves, halves)
+            };
+            if lanes == 4 {
+                let words = crate::clif::vcast(b, types::I32X4, bytes);
+                let word = b.ins().extractlane(words, 0);
+                b.ins().store(mem(), word, oi, 0);
+            } else {
+                let byte = b.ins().extractlane(bytes, 0);
+                b.ins().store(mem(), byte, oi, 0);
+            }
+        });
+        let name = format!("quantize_{}", plan.numel());
+        let code = jit.compile(&name, func)?;
+        // SAFETY: `code` is the entry of the function just compiled from three pointer
+        // parameters, no results, the target's C calling convention — `ElementwiseFn`; it
+        // stays valid while `jit` lives, which the kernel owns.
+        let function = unsafe { std::mem::transmute::<*const u8, ElementwiseFn>(code) };
+        Ok(QuantizeKernel {
+            name,
+            params: plan.params(true),
+            plan,
+            function,
+            jit,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cranelift's listing of the kernel, when compiled with `capture_disassembly`.
+    pub fn disassembly(&self) -> Option<&str> {
+        self.jit.disassembly(&self.name)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.plan.shape
+    }
+
+    /// Quantize `x` into `out` (both of the kernel's shape; `out` of its output dtype).
+    pub fn run_into<Y: Int8>(&self, x: &[f32], out: &mut [Y]) -> Result<(), CodegenError> {
+        let numel = self.plan.numel();
+        if Y::DTYPE != self.plan.int_dtype || x.len() != numel || out.len() != numel {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name.clone(),
+                what: format!(
+                    "{} f32 → {} {}, expected {numel} f32 → {numel} {}",
+                    x.len(),
+                    out.len(),
+                    Y::DTYPE,
+                    self.plan.int_dtype
+                ),
+            });
+        }
+        // SAFETY: valid while `self.jit` lives (`self` is borrowed). It reads `numel` f32s
+        // of `x` (unaligned loads), `16 · n` bytes of the parameter table and writes
+        // `numel` bytes of `out`, lengths checked above; i8 and u8 share size and alignment.
+        unsafe {
+            (self.function)(
+                x.as_ptr().cast::<u8>(),
+                self.params.as_ptr(),
+                out.as_mut_ptr().cast::<u8>(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Quantize a tensor (allocates the output).
+    pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
+        let bad = |what: String| CodegenError::BadBuffer {
+            kernel: self.name.clone(),
+            what,
+        };
+        let TensorData::F32(v) = x.data() else {
+            return Err(bad(format!("input is {}, expected f32", x.dtype())));
+        };
+        if x.shape() != self.plan.shape.as_slice() {
+            return Err(bad(format!(
+                "input shape {:?}, expected {:?}",
+                x.shape(),
+                self.plan.shape
+            )));
+        }
+        let data = if self.plan.int_dtype == DType::U8 {
+            let mut out = vec![0u8; v.len()];
+            self.run_into(v, &mut out)?;
+            TensorData::U8(out)
+        } else {
+            let mut out = vec![0i8; v.len()];
+            self.run_into(v, &mut out)?;
+            TensorData::I8(out)
+        };
+        Tensor::new(self.plan.shape.clone(), data).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// A compiled Dequantize (u8/i8 → f32).
+pub struct DequantizeKernel {
+    name: String,
+    plan: Plan,
+    params: Vec<u8>,
+    function: ElementwiseFn,
+    /// Declared last: `function` points into it.
+    jit: Jit,
+}
+
+impl std::fmt::Debug for DequantizeKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DequantizeKernel")
+            .field("name", &self.name)
+            .field("shape", &self.plan.shape)
+            .field("in", &self.plan.int_dtype)
+            .finish()
+    }
+}
+
+impl DequantizeKernel {
+    /// Compile a Dequantize node: `x_ty` u8/i8 with per-tensor or per-axis quantization,
+    /// `out_ty` f32 of the same shape.
+    pub fn compile(
+        x_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<DequantizeKernel, CodegenError> {
+        const OP: &str = "dequantize";
+        if out_ty.dtype != DType::F32 || x_ty.shape != out_ty.shape {
+            return Err(CodegenError::InvalidOp {
+                op: OP,
+                reason: format!("output {out_ty} is not f32 of the input's shape {x_ty}"),
+            });
+        }
+        let plan = Plan::new(OP, &x_ty.shape, x_ty)?;
+        let mut jit = Jit::host(options)?;
+        let signed = plan.int_dtype == DType::I8;
+        // one element at a time: `(q − zp) as f32 · s` in scalar f32, exactly the
+        // interpreter's expression
+        let func = build(&jit, &plan, 1, 4, |b, p, xi, oi, lanes| {
+            let scale = b.ins().extractlane(p[0], 0);
+            let zp = b.ins().extractlane(p[3], 0);
+            for e in 0..lanes as i32 {
+                let q = if signed {
+                    b.ins().sload8(types::I32, mem(), xi, e)
+                } else {
+                    b.ins().uload8(types::I32, mem(), xi, e)
+                };
+                let centered = b.ins().isub(q, zp);
+                let f = b.ins().fcvt_from_sint(types::F32, centered);
+                let f = b.ins().fmul(f, scale);
+                b.ins().store(mem(), f, oi, 4 * e);
+            }
+        });
+        let name = format!("dequantize_{}", plan.numel());
+        let code = jit.compile(&name, func)?;
+        // SAFETY: as for `QuantizeKernel::compile`: the entry of a function of three
+        // pointer parameters and no results, valid while the owned `jit` lives.
+        let function = unsafe { std::mem::transmute::<*const u8, ElementwiseFn>(code) };
+        Ok(DequantizeKernel {
+            name,
+            params: plan.params(false),
+            plan,
+            function,
+            jit,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn disassembly(&self) -> Option<&str> {
+        self.jit.disassembly(&self.name)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.plan.shape
+    }
+
+    /// Dequantize `x` (the kernel's shape and input dtype) into `out`.
+    pub fn run_into<X: Int8>(&self, x: &[X], out: &mut [f32]) -> Result<(), CodegenError> {
+        let numel = self.plan.numel();
+        if X::DTYPE != self.plan.int_dtype || x.len() != numel || out.len() != numel {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name.clone(),
+                what: format!(
+                    "{} {} → {} f32, expected {numel} {} → {numel} f32",
+                    x.len(),
+                    X::DTYPE,
+                    out.len(),
+                    self.plan.int_dtype
+                ),
+            });
+        }
+        // SAFETY: valid while `self.jit` lives. It reads `numel` bytes of `x`, the
+        // parameter table (`16 · n` bytes) and writes `numel` f32s of `out` (unaligned
+        // stores), lengths checked above.
+        unsafe {
+            (self.function)(
+                x.as_ptr().cast::<u8>(),
+                self.params.as_ptr(),
+                out.as_mut_ptr().cast::<u8>(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Dequantize a tensor (allocates the output).
+    pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
+        let bad = |what: String| CodegenError::BadBuffer {
+            kernel: self.name.clone(),
+            what,
+        };
+        if x.shape() != self.plan.shape.as_slice() {
+            return Err(bad(format!(
+                "input shape {:?}, expected {:?}",
+                x.shape(),
+                self.plan.shape
+            )));
+        }
+        let mut out = vec![0f32; self.plan.numel()];
+        match x.data() {
+            TensorData::U8(v) => self.run_into(v, &mut out)?,
+            TensorData::I8(v) => self.run_into(v, &mut out)?,
+            _ => return Err(bad(format!("input is {}, expected u8 or i8", x.dtype()))),
+        }
+        Tensor::new(self.plan.shape.clone(), TensorData::F32(out)).map_err(|e| bad(e.to_string()))
+    }
+}
