@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PACKAGES=(onnx==1.23.2 onnxruntime==1.31.1 numpy)
+PY_PACKAGES=(onnx==1.23.2 onnxruntime==1.31.1 numpy pillow==13.0.0)
 ASSETS="${KILN_ASSETS:-$PWD/target/kiln-assets}"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -14,12 +14,17 @@ step "python tools (.venv: ${PY_PACKAGES[*]})"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import onnx, onnxruntime, numpy, sys; sys.exit(0 if (onnx.__version__, onnxruntime.__version__) == ("1.23.2", "1.31.1") else 1)' 2>/dev/null; then
+if ! .venv/bin/python -c 'import onnx, onnxruntime, numpy, PIL, sys; sys.exit(0 if (onnx.__version__, onnxruntime.__version__, PIL.__version__) == ("1.23.2", "1.31.1", "13.0.0") else 1)' 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
 step "test assets -> $ASSETS"
 .venv/bin/python tools/prepare_assets.py "$ASSETS"
+# Quantization assets render text pages with the DejaVu fonts (Debian: fonts-dejavu-core).
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  apt-get update -qq && apt-get install -y -qq fonts-dejavu-core
+fi
+.venv/bin/python tools/quant_assets.py "$ASSETS"
 export KILN_ASSETS="$ASSETS"
 export KILN_PYTHON="$PWD/.venv/bin/python"
 
@@ -28,6 +33,9 @@ cargo test --workspace
 
 step "differential tests vs onnxruntime on real architectures (release)"
 cargo test --release -p kiln-cli --test differential
+
+step "pre-quantized models (onnxruntime QDQ/QOperator) vs onnxruntime (release)"
+cargo test --release -p kiln-cli --test prequantized
 
 step "optimizer vs onnxruntime: kiln opt -O1 -o model.onnx on real architectures (release)"
 cargo test --release -p kiln-cli --test opt_ort

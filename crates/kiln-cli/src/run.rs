@@ -81,10 +81,9 @@ pub fn read_inputs(graph: &Graph, files: &[(String, PathBuf)]) -> Result<Vec<Ten
             .with_context(|| format!("reading input '{name}' from {}", file.display()))?;
         if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
             bail!(
-                "{}: input '{name}' must be {ty}, the file holds {}{:?}",
+                "{}: input '{name}' must be {ty}, the file holds {}",
                 file.display(),
-                t.dtype(),
-                t.shape()
+                kiln_ir::TensorType::new(t.dtype(), t.shape().to_vec())
             );
         }
         tensors.push(t);

@@ -70,6 +70,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
 
 /// Convert one node, binding its outputs in the importer.
 pub(crate) fn convert(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
+    if cx.node.domain == "com.microsoft" {
+        return quant::convert_com_microsoft(im, cx);
+    }
     if cx.node.domain != "ai.onnx" {
         return Err(unsupported(cx));
     }
