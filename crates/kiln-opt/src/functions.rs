@@ -54,8 +54,13 @@ impl Function {
     }
 }
 
+/// A function by name: the general ones, then those of the `quantize` rule set
+/// ([`crate::quant_functions::QUANT_FUNCTIONS`]).
 pub fn lookup(name: &str) -> Option<&'static Function> {
-    FUNCTIONS.iter().find(|f| f.name == name)
+    FUNCTIONS
+        .iter()
+        .chain(crate::quant_functions::QUANT_FUNCTIONS)
+        .find(|f| f.name == name)
 }
 
 use Kind::{Activation as Act, Attrs, Number, Value};

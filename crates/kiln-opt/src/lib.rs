@@ -11,6 +11,8 @@
 //! - the pieces: [`lang`] (e-graph language), [`analysis`] (types and constants per class),
 //!   [`bridge`] (IR ⇄ e-graph), [`rules`] (rule-file syntax), [`functions`] (the named Rust
 //!   conditions and folds rules call), [`extract`] (cost model and extraction).
+//! - [`quant_functions`]: the `quantize` rule set (QDQ → integer ops) that `kiln-quant` runs,
+//!   and the functions only its rules call.
 //!
 //! The pass catalogue, rule syntax and cost model are documented in docs/passes.md.
 
@@ -23,6 +25,7 @@ pub mod fold;
 pub mod functions;
 pub mod lang;
 pub mod passes;
+pub mod quant_functions;
 pub mod rules;
 pub mod sexp;
 
