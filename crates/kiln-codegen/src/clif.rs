@@ -72,6 +72,29 @@ pub(crate) fn counted_loop_dyn(
     b.switch_to_block(exit);
 }
 
+/// `body(i)` for `i` in `start..end`, two i64 values known only at run time (no
+/// iteration when `end <= start`, compared unsigned).
+pub(crate) fn range_loop(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    mut body: impl FnMut(&mut FunctionBuilder, Value),
+) {
+    let header = b.create_block();
+    let i = b.append_block_param(header, types::I64);
+    let body_block = b.create_block();
+    let exit = b.create_block();
+    b.ins().jump(header, &[BlockArg::Value(start)]);
+    b.switch_to_block(header);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, i, end);
+    b.ins().brif(more, body_block, &[], exit, &[]);
+    b.switch_to_block(body_block);
+    body(b, i);
+    let next = b.ins().iadd_imm_u(i, 1);
+    b.ins().jump(header, &[BlockArg::Value(next)]);
+    b.switch_to_block(exit);
+}
+
 /// `base + index · scale` (pointer arithmetic in i64).
 pub(crate) fn scaled(b: &mut FunctionBuilder, base: Value, index: Value, scale: usize) -> Value {
     if scale == 0 {

@@ -204,6 +204,37 @@ impl Drop for Jit {
     }
 }
 
+/// A kernel's hold on its finalized machine code: the [`Jit`] that compiled it, kept only
+/// to free the code when the kernel is dropped and to read back its listings. Unlike a
+/// `Jit` it is `Sync`, so a kernel can be shared by the threads that run parts of it.
+pub struct KernelCode(Jit);
+
+impl std::fmt::Debug for KernelCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl KernelCode {
+    /// Take the JIT whose functions are finalized (nothing more will be compiled in it).
+    pub fn new(jit: Jit) -> KernelCode {
+        KernelCode(jit)
+    }
+
+    /// The machine code listing of a compiled function, when `capture_disassembly` was on.
+    pub fn disassembly(&self, name: &str) -> Option<&str> {
+        self.0.disassembly(name)
+    }
+}
+
+// SAFETY: a `Jit` is not `Sync` only because its `JITModule` keeps a `RefCell` (the symbol
+// table used while linking). A shared `&KernelCode` reaches nothing but the `Jit`'s own
+// listings (`Vec<(String, String)>`, read-only): no method of `KernelCode` touches the
+// module, which is used again only by `Drop` (through `&mut`). The finalized code itself
+// is immutable (mapped read + execute), so calling it from several threads at once is as
+// safe as calling it from one, given the buffers each call is handed.
+unsafe impl Sync for KernelCode {}
+
 /// The host ISA with kiln's flags: optimized for speed, non-PIC (JIT code is not
 /// relocated after finalization).
 fn host_isa(options: &JitOptions) -> Result<OwnedTargetIsa, CodegenError> {
@@ -250,6 +281,19 @@ mod tests {
 
     /// A JIT'd `fn(a: *const i32, b: *const i32, out: *mut i32)` storing `a[0] + b[0]`:
     /// the round trip CLIF → machine code → call, and the disassembly capture.
+    /// Every kernel can be shared by the threads that run parts of it (checked by the
+    /// compiler: this fails to build if one is not `Send + Sync`).
+    #[test]
+    fn kernels_are_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<KernelCode>();
+        shareable::<crate::QConvKernel>();
+        shareable::<crate::QMatMulKernel>();
+        shareable::<crate::QuantizeKernel>();
+        shareable::<crate::DequantizeKernel>();
+        shareable::<crate::MaxPoolKernel>();
+    }
+
     #[test]
     fn compiles_and_calls_a_function() {
         let mut jit = Jit::host(&JitOptions {

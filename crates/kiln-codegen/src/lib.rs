@@ -2,8 +2,9 @@
 //! op's shapes and quantization, the JIT module that turns them into host machine code, and
 //! host ISA feature selection (DESIGN §6).
 //!
-//! - [`jit`]: [`Jit`], a Cranelift JIT module for the host (opt_level=speed), and
-//!   [`IsaFeatures`], what the selected ISA can do;
+//! - [`jit`]: [`Jit`], a Cranelift JIT module for the host (opt_level=speed),
+//!   [`KernelCode`], a kernel's shareable hold on its finalized code, and [`IsaFeatures`],
+//!   what the selected ISA can do;
 //! - [`qconv`]: [`QConvKernel`], the int8 convolution (`Op::QConv`) as an implicit GEMM whose
 //!   inner product is one `pmaddwd` per 8 MACs, or one `vpdpbusd` per 16 on VNNI hosts, with
 //!   a depthwise path vectorized over channels ([`QConvPath`]);
@@ -27,11 +28,14 @@
 //!   (`CodegenError::BadBuffer`); kernels with working memory give it out by
 //!   `new_scratch()`, reusable across calls. `run(&Tensor..) -> Tensor` allocates.
 //! - Shapes are fixed at compile time; a batch dimension is looped over inside `run_into`.
+//! - Kernels are `Send + Sync` (their code is held by a [`KernelCode`]); QConv and QMatMul
+//!   also have `run_into_threads(.., threads)`, which splits a call's channel (column)
+//!   tiles over scoped threads with bit-identical results (docs/kernels.md §9).
 //!
 //! | kernel | compile | run |
 //! |---|---|---|
-//! | [`QConvKernel`] | `compile(&QConvNode, &JitOptions, &QConvTuning)` | `run_into(x, out, &mut QConvScratch)` |
-//! | [`QMatMulKernel`] | `compile(&QMatMulNode, &JitOptions, &QMatMulTuning)` | constant `b`: `run_into(a, out, &mut QMatMulScratch)`; else `run_with_b_into(a, b, out, ..)` |
+//! | [`QConvKernel`] | `compile(&QConvNode, &JitOptions, &QConvTuning)` | `run_into(x, out, &mut QConvScratch)`, `run_into_threads(.., threads)` |
+//! | [`QMatMulKernel`] | `compile(&QMatMulNode, &JitOptions, &QMatMulTuning)` | constant `b`: `run_into(a, out, &mut QMatMulScratch)`; else `run_with_b_into(a, b, out, ..)`; both `_threads(.., threads)` |
 //! | [`QuantizeKernel`] | `compile(x_ty, out_ty, &JitOptions)` | `run_into(x: &[f32], out)` |
 //! | [`DequantizeKernel`] | `compile(x_ty, out_ty, &JitOptions)` | `run_into(x, out: &mut [f32])` |
 //! | [`MaxPoolKernel`] | `compile(&PoolAttrs, x_ty, &JitOptions)` | `run_into(x, out, &mut MaxPoolScratch)` |
@@ -45,9 +49,10 @@ pub mod qmatmul;
 pub mod quantize;
 
 mod clif;
+mod parallel;
 
 pub use error::CodegenError;
-pub use jit::{IsaFeatures, Jit, JitOptions};
+pub use jit::{IsaFeatures, Jit, JitOptions, KernelCode};
 pub use maxpool::{MaxPoolKernel, MaxPoolScratch};
 pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning};
 pub use qmatmul::{QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning};

@@ -12,7 +12,7 @@
 //! channels into the NCHW output.
 
 use crate::clif::{at, counted_loop, mem, mem_aligned, scaled};
-use crate::jit::{Jit, JitOptions};
+use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::qconv::{AlignedBytes, Int8};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
@@ -215,7 +215,7 @@ pub struct MaxPoolKernel {
     tables: AlignedBytes,
     function: PoolFn,
     /// Declared last: `function` points into it.
-    jit: Jit,
+    code: KernelCode,
 }
 
 impl std::fmt::Debug for MaxPoolKernel {
@@ -268,7 +268,7 @@ impl MaxPoolKernel {
             plan,
             tables,
             function,
-            jit,
+            code: KernelCode::new(jit),
         })
     }
 
@@ -277,7 +277,7 @@ impl MaxPoolKernel {
     }
 
     pub fn disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&self.name)
+        self.code.disassembly(&self.name)
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -331,7 +331,7 @@ impl MaxPoolKernel {
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
             let scratch = scratch.bytes.as_mut_slice();
             plan.fill_scratch(x_n, scratch);
-            // SAFETY: valid while `self.jit` lives. The function reads the tables
+            // SAFETY: valid while `self.code` lives. The function reads the tables
             // (pixel and tap offsets, as packed here), 16-byte loads of the scratch at a
             // pixel offset + tap offset + a multiple of 16 below `channels_padded` — all
             // inside `scratch_bytes` by construction of the extents — and writes the

@@ -20,13 +20,16 @@
 //!   when it is i8 with all zero points 0.
 
 use crate::clif::{
-    at, counted_loop, pmaddwd_accumulate, scaled, splat_i32, vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, pmaddwd_accumulate, range_loop, scaled, splat_i32, vpdpbusd_accumulate,
+    Accumulate,
 };
-use crate::jit::{Jit, JitOptions};
+use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::parallel::for_each_part;
 use crate::qconv::emit::{epilogue, ro, Requant, TileConsts};
 use crate::qconv::layout::{STEPS_PER_ITERATION, STEP_BYTES};
 use crate::qconv::{AlignedBytes, InnerProduct, Int8};
 use crate::CodegenError;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, UserFuncName, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -79,8 +82,9 @@ pub struct QMatMulScratch {
     bytes: AlignedBytes,
 }
 
-/// The compiled multiply of one pair of matrices: `(packed b, widened a, out)`.
-type ComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
+/// The compiled multiply of one pair of matrices over the column tiles `first..end`:
+/// `(packed b, widened a, out, first, end)`.
+type ComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize, usize);
 
 /// Shapes, quantization and layout of one QMatMul, resolved at compile time.
 #[derive(Clone, Debug)]
@@ -447,8 +451,8 @@ impl Plan {
     }
 }
 
-/// `extern "C" fn(blob, a, out)`: one output matrix, every column tile × row tile through
-/// the micro-kernel and QConv's requantizing epilogue.
+/// `extern "C" fn(blob, a, out, first, end)`: one output matrix, the column tiles
+/// `first..end` × every row tile through the micro-kernel and QConv's requantizing epilogue.
 fn build_compute_function(
     plan: &Plan,
     signature: Signature,
@@ -469,11 +473,26 @@ fn build_compute_function(
     let sweep = |b: &mut FunctionBuilder, t: Value, columns: usize| {
         column_tile(b, plan, &accs, blob, a, out, t, columns, exact_cvtt)
     };
-    counted_loop(&mut b, plan.full_tiles, |b, t| sweep(b, t, 4 * plan.nr));
-    if plan.partial_columns > 0 {
-        let t = b.ins().iconst(types::I64, plan.full_tiles as i64);
-        sweep(&mut b, t, plan.partial_columns);
-    }
+    // the column tiles `first..end`: a call writes only their columns of every row, so
+    // disjoint ranges can run on separate threads
+    let (first, end) = (p[3], p[4]);
+    range_loop(&mut b, first, end, |b, t| {
+        if plan.partial_columns == 0 {
+            sweep(b, t, 4 * plan.nr);
+            return;
+        }
+        // the last tile stores only its valid columns
+        let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
+        let is_partial = b.ins().icmp_imm_u(IntCC::Equal, t, plan.full_tiles as i64);
+        b.ins().brif(is_partial, partial, &[], full, &[]);
+        b.switch_to_block(full);
+        sweep(b, t, 4 * plan.nr);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(partial);
+        sweep(b, t, plan.partial_columns);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(merge);
+    });
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(target);
@@ -583,7 +602,7 @@ pub struct QMatMulKernel {
     packed_b: Option<AlignedBytes>,
     compute: ComputeFn,
     /// Declared last: dropped after everything else; `compute` points into it.
-    jit: Jit,
+    code: KernelCode,
 }
 
 impl std::fmt::Debug for QMatMulKernel {
@@ -631,23 +650,24 @@ impl QMatMulKernel {
             }
         };
         let name = format!("qmatmul_{}x{}x{}", plan.m, plan.k, plan.n);
+        // three pointers and two pointer-sized tile indices
         let func = build_compute_function(
             &plan,
-            jit.pointer_signature(3),
+            jit.pointer_signature(5),
             jit.target_config(),
             jit.features().is_x86_64(),
         );
         let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from a signature of three
-        // pointer parameters, no results, in the target's default (C) calling convention —
-        // `ComputeFn`. It stays valid while `jit` lives, and `jit` is owned by the kernel.
+        // SAFETY: `code` is the entry of the function just compiled from a signature of five
+        // pointer-sized parameters, no results, in the target's default (C) calling
+        // convention — `ComputeFn` (the last two are integers of pointer size). It stays valid while `jit` lives, and `jit` is owned by the kernel.
         let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(code) };
         Ok(QMatMulKernel {
             name,
             plan,
             packed_b,
             compute,
-            jit,
+            code: KernelCode::new(jit),
         })
     }
 
@@ -657,7 +677,7 @@ impl QMatMulKernel {
 
     /// Cranelift's listing of the kernel, when compiled with `capture_disassembly`.
     pub fn disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&self.name)
+        self.code.disassembly(&self.name)
     }
 
     pub fn a_shape(&self) -> &[usize] {
@@ -715,10 +735,29 @@ impl QMatMulKernel {
         out: &mut [Y],
         scratch: &mut QMatMulScratch,
     ) -> Result<(), CodegenError> {
+        self.run_into_threads(a, out, scratch, 1)
+    }
+
+    /// [`QMatMulKernel::run_into`] on up to `threads` threads (the calling one included):
+    /// per output matrix, `a` is widened once and the threads (`std::thread::scope`) claim
+    /// the column tiles one at a time from a shared counter; bit-identical for every
+    /// thread count.
+    pub fn run_into_threads<A: Int8, Y: Int8>(
+        &self,
+        a: &[A],
+        out: &mut [Y],
+        scratch: &mut QMatMulScratch,
+        threads: usize,
+    ) -> Result<(), CodegenError> {
         if self.packed_b.is_none() {
             return Err(self.bad("b is not a constant of this kernel: use run_with_b_into"));
         }
-        self.run_impl::<A, u8, Y>(a, None, out, scratch)
+        self.run_impl::<A, u8, Y>(a, None, out, scratch, threads)
+    }
+
+    /// How many parts a multiply can be split into: its column tiles.
+    pub fn parallel_parts(&self) -> usize {
+        self.plan.full_tiles + usize::from(self.plan.partial_columns > 0)
     }
 
     /// Run with a run-time `b` (a kernel compiled without a constant `b`).
@@ -729,10 +768,23 @@ impl QMatMulKernel {
         out: &mut [Y],
         scratch: &mut QMatMulScratch,
     ) -> Result<(), CodegenError> {
+        self.run_with_b_into_threads(a, b, out, scratch, 1)
+    }
+
+    /// [`QMatMulKernel::run_with_b_into`] on up to `threads` threads, as
+    /// [`QMatMulKernel::run_into_threads`].
+    pub fn run_with_b_into_threads<A: Int8, B: Int8, Y: Int8>(
+        &self,
+        a: &[A],
+        b: &[B],
+        out: &mut [Y],
+        scratch: &mut QMatMulScratch,
+        threads: usize,
+    ) -> Result<(), CodegenError> {
         if self.packed_b.is_some() {
             return Err(self.bad("b is a constant of this kernel: use run_into"));
         }
-        self.run_impl(a, Some(b), out, scratch)
+        self.run_impl(a, Some(b), out, scratch, threads)
     }
 
     fn bad(&self, what: impl Into<String>) -> CodegenError {
@@ -748,6 +800,7 @@ impl QMatMulKernel {
         b: Option<&[B]>,
         out: &mut [Y],
         scratch: &mut QMatMulScratch,
+        threads: usize,
     ) -> Result<(), CodegenError> {
         let plan = &self.plan;
         if A::DTYPE != plan.a_dtype
@@ -807,19 +860,34 @@ impl QMatMulKernel {
                 (None, None) => unreachable!("run_into and run_with_b_into check for b"),
             };
             let out_i = &mut out[i * m * n..(i + 1) * m * n];
-            // SAFETY: `compute` is valid while `self.jit` lives (`self` is borrowed). It
-            // reads `blob_bytes` of the 16-byte aligned `blob` (a constant matrix's slot,
-            // `blob_bytes` a multiple of 16, or the scratch's aligned tail after `a_bytes`,
-            // a multiple of 16), `m · steps · 16` bytes of the aligned `a_scratch`, and writes
-            // exactly `m · n` bytes of `out_i`. All lengths are checked above or by the
-            // slicing; the buffers are live and distinct. u8 and i8 share size and alignment.
-            unsafe {
-                (self.compute)(
-                    blob.as_ptr(),
-                    a_scratch.as_ptr(),
-                    out_i.as_mut_ptr().cast::<u8>(),
-                )
+            let tiles = self.parallel_parts();
+            let a_scratch: &[u8] = a_scratch;
+            // addresses, not pointers, cross to the threads (pointers are not Send)
+            let (blob_at, a_at) = (blob.as_ptr() as usize, a_scratch.as_ptr() as usize);
+            let out_at = out_i.as_mut_ptr() as usize;
+            let compute = self.compute;
+            let run_range = |first: usize, end: usize| {
+                // SAFETY: `compute` is valid while `self.code` lives (`self` is borrowed for
+                // the whole call). It reads `blob_bytes` of the 16-byte aligned `blob` (a
+                // constant matrix's slot, `blob_bytes` a multiple of 16, or the scratch's
+                // aligned tail after `a_bytes`, a multiple of 16) and `m · steps · 16` bytes
+                // of the aligned `a_scratch`, both shared read-only until every part has
+                // returned, and writes only the columns of the tiles `first..end`
+                // (`end <= tiles`) of the `m · n` bytes at `out_at`: `for_each_part` hands
+                // every tile out once, so no byte is written by two threads, and `out_i`
+                // stays exclusively borrowed (unused otherwise) until they finish. Lengths
+                // are checked above or by the slicing. u8 and i8 share size and alignment.
+                unsafe {
+                    compute(
+                        blob_at as *const u8,
+                        a_at as *const u8,
+                        out_at as *mut u8,
+                        first,
+                        end,
+                    )
+                };
             };
+            for_each_part(tiles, threads, run_range);
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 //! so every element takes exactly the same instructions.
 
 use crate::clif::{counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled};
-use crate::jit::{Jit, JitOptions};
+use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::qconv::Int8;
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
@@ -205,7 +205,7 @@ pub struct QuantizeKernel {
     params: Vec<u8>,
     function: ElementwiseFn,
     /// Declared last: `function` points into it.
-    jit: Jit,
+    code: KernelCode,
 }
 
 impl std::fmt::Debug for QuantizeKernel {
@@ -286,7 +286,7 @@ impl QuantizeKernel {
             params: plan.params(true),
             plan,
             function,
-            jit,
+            code: KernelCode::new(jit),
         })
     }
 
@@ -296,7 +296,7 @@ impl QuantizeKernel {
 
     /// Cranelift's listing of the kernel, when compiled with `capture_disassembly`.
     pub fn disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&self.name)
+        self.code.disassembly(&self.name)
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -318,7 +318,7 @@ impl QuantizeKernel {
                 ),
             });
         }
-        // SAFETY: valid while `self.jit` lives (`self` is borrowed). It reads `numel` f32s
+        // SAFETY: valid while `self.code` lives (`self` is borrowed). It reads `numel` f32s
         // of `x` (unaligned loads), `16 · n` bytes of the parameter table and writes
         // `numel` bytes of `out`, lengths checked above; i8 and u8 share size and alignment.
         unsafe {
@@ -367,7 +367,7 @@ pub struct DequantizeKernel {
     params: Vec<u8>,
     function: ElementwiseFn,
     /// Declared last: `function` points into it.
-    jit: Jit,
+    code: KernelCode,
 }
 
 impl std::fmt::Debug for DequantizeKernel {
@@ -425,7 +425,7 @@ impl DequantizeKernel {
             params: plan.params(false),
             plan,
             function,
-            jit,
+            code: KernelCode::new(jit),
         })
     }
 
@@ -434,7 +434,7 @@ impl DequantizeKernel {
     }
 
     pub fn disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&self.name)
+        self.code.disassembly(&self.name)
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -456,7 +456,7 @@ impl DequantizeKernel {
                 ),
             });
         }
-        // SAFETY: valid while `self.jit` lives. It reads `numel` bytes of `x`, the
+        // SAFETY: valid while `self.code` lives. It reads `numel` bytes of `x`, the
         // parameter table (`16 · n` bytes) and writes `numel` f32s of `out` (unaligned
         // stores), lengths checked above.
         unsafe {

@@ -6,7 +6,9 @@
 //!
 //! `PROPTEST_CASES` sets the number of random problems (default 1000).
 
-use kiln_codegen::{InnerProduct, Jit, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
+use kiln_codegen::{
+    InnerProduct, Int8, Jit, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning,
+};
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
@@ -290,7 +292,44 @@ fn check_path(case: &Case, tuning: &QConvTuning) -> Result<(InnerProduct, QConvP
             wrong.first().map_or(0, |&i| w[i]),
         ));
     }
+    // split over 2 and 3 threads (fewer where there are fewer channel tiles): the same bits
+    for threads in [2, 3] {
+        let split = run_threaded(&kernel, &x, &got, threads)?;
+        if split != got {
+            return Err(format!("{threads} threads give another result than 1"));
+        }
+    }
     Ok((kernel.inner_product(), kernel.path()))
+}
+
+/// `kernel.run_into_threads` on `x`, into a tensor shaped and typed like `like`.
+fn run_threaded(
+    kernel: &QConvKernel,
+    x: &Tensor,
+    like: &Tensor,
+    threads: usize,
+) -> Result<Tensor, String> {
+    fn go<X: Int8, Y: Int8 + Default>(
+        kernel: &QConvKernel,
+        x: &[X],
+        len: usize,
+        threads: usize,
+    ) -> Result<Vec<Y>, String> {
+        let mut out = vec![Y::default(); len];
+        kernel
+            .run_into_threads(x, &mut out, &mut kernel.new_scratch(), threads)
+            .map_err(|e| format!("run_into_threads: {e}"))?;
+        Ok(out)
+    }
+    let len = like.numel();
+    let data = match (x.data(), like.data()) {
+        (TensorData::U8(x), TensorData::U8(_)) => TensorData::U8(go(kernel, x, len, threads)?),
+        (TensorData::U8(x), TensorData::I8(_)) => TensorData::I8(go(kernel, x, len, threads)?),
+        (TensorData::I8(x), TensorData::U8(_)) => TensorData::U8(go(kernel, x, len, threads)?),
+        (TensorData::I8(x), TensorData::I8(_)) => TensorData::I8(go(kernel, x, len, threads)?),
+        _ => return Err("int8 input and output expected".into()),
+    };
+    Tensor::new(like.shape().to_vec(), data).map_err(|e| e.to_string())
 }
 
 /// ONNX conv output extent per spatial dim: `(in + pads − span) / stride + 1`.

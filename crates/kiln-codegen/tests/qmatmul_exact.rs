@@ -5,7 +5,9 @@
 //!
 //! `PROPTEST_CASES` sets the number of random problems (default 1000; this suite runs half).
 
-use kiln_codegen::{InnerProduct, Jit, JitOptions, QMatMulKernel, QMatMulNode, QMatMulTuning};
+use kiln_codegen::{
+    InnerProduct, Int8, Jit, JitOptions, QMatMulKernel, QMatMulNode, QMatMulTuning,
+};
 use kiln_ir::{DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
@@ -225,7 +227,56 @@ fn check(case: &Case, tuning: &QMatMulTuning) -> Result<InnerProduct, String> {
             want[0].data()
         ));
     }
+    // split over 2 and 3 threads (fewer where there are fewer column tiles): the same bits
+    for threads in [2, 3] {
+        let b_run = (!case.constant_b).then_some(&b);
+        if run_threaded(&kernel, &a, b_run, &got, threads)? != got {
+            return Err(format!("{threads} threads give another result than 1"));
+        }
+    }
     Ok(kernel.inner_product())
+}
+
+/// The kernel's `run_*_threads` entry on `a` (and a run-time `b`), into a tensor shaped and
+/// typed like `like`.
+fn run_threaded(
+    kernel: &QMatMulKernel,
+    a: &Tensor,
+    b: Option<&Tensor>,
+    like: &Tensor,
+    threads: usize,
+) -> Result<Tensor, String> {
+    fn go<A: Int8, Y: Int8 + Default>(
+        kernel: &QMatMulKernel,
+        a: &[A],
+        b: Option<&Tensor>,
+        len: usize,
+        threads: usize,
+    ) -> Result<Vec<Y>, String> {
+        let mut out = vec![Y::default(); len];
+        let scratch = &mut kernel.new_scratch();
+        let result = match b.map(Tensor::data) {
+            None => kernel.run_into_threads(a, &mut out, scratch, threads),
+            Some(TensorData::U8(b)) => {
+                kernel.run_with_b_into_threads(a, b, &mut out, scratch, threads)
+            }
+            Some(TensorData::I8(b)) => {
+                kernel.run_with_b_into_threads(a, b, &mut out, scratch, threads)
+            }
+            Some(other) => return Err(format!("b of {}", other.dtype())),
+        };
+        result.map_err(|e| format!("threaded run: {e}"))?;
+        Ok(out)
+    }
+    let len = like.numel();
+    let data = match (a.data(), like.data()) {
+        (TensorData::U8(a), TensorData::U8(_)) => TensorData::U8(go(kernel, a, b, len, threads)?),
+        (TensorData::U8(a), TensorData::I8(_)) => TensorData::I8(go(kernel, a, b, len, threads)?),
+        (TensorData::I8(a), TensorData::U8(_)) => TensorData::U8(go(kernel, a, b, len, threads)?),
+        (TensorData::I8(a), TensorData::I8(_)) => TensorData::I8(go(kernel, a, b, len, threads)?),
+        _ => return Err("int8 a and output expected".into()),
+    };
+    Tensor::new(like.shape().to_vec(), data).map_err(|e| e.to_string())
 }
 
 fn cases_from_env(default: u32) -> u32 {

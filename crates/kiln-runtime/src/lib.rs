@@ -10,6 +10,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Kernels: QConv, QMatMul (constant or run-time `b`), Quantize, Dequantize, int8
+//! MaxPool/GlobalMaxPool, and copies for the shape-only ops (Reshape, Flatten, Squeeze,
+//! Unsqueeze, Identity, Dropout); QConv and QMatMul split over [`Options::threads`]
+//! threads with bit-identical results (docs/kernels.md §9–10).
+//!
 //! - [`memory`] — [`MemoryPlan`], offsets of intermediate values from liveness (best fit);
 //! - [`model`] — [`Model`] (load / from a graph) and [`CompiledModel`] (kernels, arena, run);
 //! - [`error`] — [`RuntimeError`].

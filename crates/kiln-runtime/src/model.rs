@@ -5,8 +5,12 @@
 
 use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::{MemoryPlan, ARENA_ALIGN};
-use kiln_codegen::{JitOptions, QConvKernel, QConvNode, QConvScratch, QConvTuning};
-use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorData, TensorType, ValueId};
+use kiln_codegen::{
+    CodegenError, DequantizeKernel, JitOptions, MaxPoolKernel, MaxPoolScratch, QConvKernel,
+    QConvNode, QConvScratch, QConvTuning, QMatMulKernel, QMatMulNode, QMatMulScratch,
+    QMatMulTuning, QuantizeKernel,
+};
+use kiln_ir::{DType, Graph, Node, NodeId, Op, PoolAttrs, Tensor, TensorData, TensorType, ValueId};
 use kiln_onnx::ImportOptions;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -14,12 +18,42 @@ use std::ops::Range;
 use std::path::Path;
 
 /// How to compile a model.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Options of every kernel's JIT (disassembly capture, verifier).
     pub jit: JitOptions,
     /// Micro-kernel shape and inner-product choice of the int8 convolutions.
     pub qconv: QConvTuning,
+    /// Micro-kernel shape and inner-product choice of the int8 matrix multiplies.
+    pub qmatmul: QMatMulTuning,
+    /// Threads a large kernel may be split over (the calling thread included; default: the
+    /// host's available parallelism). Results are bit-identical for every count.
+    pub threads: usize,
+    /// A kernel is split only into parts of at least this many multiply-accumulates
+    /// (spawning a thread costs tens of microseconds; smaller kernels run on one).
+    pub min_macs_per_thread: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            jit: JitOptions::default(),
+            qconv: QConvTuning::default(),
+            qmatmul: QMatMulTuning::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            min_macs_per_thread: 1 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// The threads to split a kernel of `macs` multiply-accumulates over.
+    fn threads_for(&self, macs: u64) -> usize {
+        let by_size = macs / self.min_macs_per_thread.max(1);
+        self.threads
+            .max(1)
+            .min(usize::try_from(by_size).unwrap_or(usize::MAX).max(1))
+    }
 }
 
 /// A loaded model: a graph ready to compile.
@@ -81,9 +115,37 @@ impl Model {
     }
 }
 
-/// Does kiln-codegen have a kernel for this op (sources are bound, not run)?
-fn has_kernel(op: &Op) -> bool {
-    matches!(op, Op::Input { .. } | Op::Const(_) | Op::QConv(_))
+/// Does kiln-codegen have a kernel for this node (sources are bound, not run)? MaxPool
+/// has one for int8 inputs only.
+fn has_kernel(graph: &Graph, node: &Node) -> bool {
+    let int8_input = || {
+        node.inputs()
+            .first()
+            .is_some_and(|&x| matches!(graph.value_type(x).dtype, DType::U8 | DType::I8))
+    };
+    match node.op {
+        Op::Input { .. }
+        | Op::Const(_)
+        | Op::QConv(_)
+        | Op::QMatMul
+        | Op::Quantize
+        | Op::Dequantize => true,
+        Op::MaxPool(_) | Op::GlobalMaxPool => int8_input(),
+        ref op => is_shape_only(op),
+    }
+}
+
+/// Ops whose output holds the input's bytes unchanged (a new shape, or the identity).
+fn is_shape_only(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity
+            | Op::Dropout
+    )
 }
 
 /// A byte buffer whose start is aligned to [`ARENA_ALIGN`], without `unsafe`: a `Vec<u8>`
@@ -135,14 +197,140 @@ enum Place {
     Output(usize),
 }
 
-/// A compiled kernel with its per-call state.
+/// View arena bytes as int8 elements of `$dtype` (`u8` unless it is `I8`) and evaluate
+/// `$body` with them bound to `$v`: one monomorphized call per dtype.
+macro_rules! with_int8 {
+    ($dtype:expr, $bytes:expr, |$v:ident| $body:expr) => {
+        match $dtype {
+            DType::I8 => {
+                let $v: &[i8] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            _ => {
+                let $v: &[u8] = $bytes;
+                $body
+            }
+        }
+    };
+}
+
+/// [`with_int8!`] on a mutable view.
+macro_rules! with_int8_mut {
+    ($dtype:expr, $bytes:expr, |$v:ident| $body:expr) => {
+        match $dtype {
+            DType::I8 => {
+                let $v: &mut [i8] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            _ => {
+                let $v: &mut [u8] = $bytes;
+                $body
+            }
+        }
+    };
+}
+
+/// A compiled kernel with its per-call state; the dtypes are the int8 element types of
+/// its operands (`u8` or `i8`), which pick the `run_into` instance. Kernels are boxed: their
+/// plans are large and of very different sizes.
 enum Kernel {
+    /// Split over `threads` threads (channel tiles).
     QConv {
-        kernel: QConvKernel,
+        kernel: Box<QConvKernel>,
         scratch: QConvScratch,
         x: DType,
         y: DType,
+        threads: usize,
     },
+    /// `b` is `Some(dtype)` when it is read at run time (the kernel's second operand),
+    /// `None` when it is a constant packed into the kernel. Split over `threads` threads
+    /// (column tiles).
+    QMatMul {
+        kernel: Box<QMatMulKernel>,
+        scratch: QMatMulScratch,
+        a: DType,
+        b: Option<DType>,
+        y: DType,
+        threads: usize,
+    },
+    Quantize {
+        kernel: Box<QuantizeKernel>,
+        y: DType,
+    },
+    Dequantize {
+        kernel: Box<DequantizeKernel>,
+        x: DType,
+    },
+    MaxPool {
+        kernel: Box<MaxPoolKernel>,
+        scratch: MaxPoolScratch,
+        x: DType,
+    },
+    /// A shape-only op (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout): the
+    /// output has the input's bytes in the same (row-major) order.
+    Copy,
+}
+
+impl Kernel {
+    /// Run on the step's views: `reads` in the kernel's operand order, `writes` its outputs.
+    /// Every place is [`ARENA_ALIGN`]-aligned or a tensor's own element buffer, so the f32
+    /// views below are aligned and sized in whole elements (values are sized by their type).
+    fn run(&mut self, reads: &[&[u8]], writes: &mut [&mut [u8]]) -> Result<(), CodegenError> {
+        let out = &mut *writes[0];
+        match self {
+            Kernel::QConv {
+                kernel,
+                scratch,
+                x,
+                y,
+                threads,
+            } => with_int8!(*x, reads[0], |x| with_int8_mut!(*y, out, |out| kernel
+                .run_into_threads(x, out, scratch, *threads))),
+            Kernel::QMatMul {
+                kernel,
+                scratch,
+                a,
+                b,
+                y,
+                threads,
+            } => with_int8!(*a, reads[0], |a| with_int8_mut!(*y, out, |out| match b {
+                None => kernel.run_into_threads(a, out, scratch, *threads),
+                Some(b_dtype) => with_int8!(*b_dtype, reads[1], |b| kernel
+                    .run_with_b_into_threads(a, b, out, scratch, *threads)),
+            })),
+            Kernel::Quantize { kernel, y } => {
+                let x: &[f32] = bytemuck::cast_slice(reads[0]);
+                with_int8_mut!(*y, out, |out| kernel.run_into(x, out))
+            }
+            Kernel::Dequantize { kernel, x } => {
+                let out: &mut [f32] = bytemuck::cast_slice_mut(out);
+                with_int8!(*x, reads[0], |x| kernel.run_into(x, out))
+            }
+            // input and output share the dtype
+            Kernel::MaxPool { kernel, scratch, x } => match x {
+                DType::I8 => kernel.run_into::<i8>(
+                    bytemuck::cast_slice(reads[0]),
+                    bytemuck::cast_slice_mut(out),
+                    scratch,
+                ),
+                _ => kernel.run_into::<u8>(reads[0], out, scratch),
+            },
+            Kernel::Copy => {
+                if reads[0].len() != out.len() {
+                    return Err(CodegenError::BadBuffer {
+                        kernel: "copy".into(),
+                        what: format!(
+                            "{} input bytes for {} output bytes",
+                            reads[0].len(),
+                            out.len()
+                        ),
+                    });
+                }
+                out.copy_from_slice(reads[0]);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One call of the schedule.
@@ -236,7 +424,7 @@ impl CompiledModel {
         let missing: Vec<MissingKernel> = schedule
             .iter()
             .map(|&n| graph.node(n))
-            .filter(|node| !has_kernel(&node.op))
+            .filter(|node| !has_kernel(graph, node))
             .map(|node| MissingKernel {
                 node: node.name.clone(),
                 op: node.op.mnemonic(),
@@ -338,37 +526,13 @@ impl CompiledModel {
                 &step.reads,
                 &step.writes,
             );
-            match &mut step.kernel {
-                Kernel::QConv {
-                    kernel,
-                    scratch,
-                    x,
-                    y,
-                } => {
-                    let (input, output) = (reads[0], &mut *writes[0]);
-                    let result = match (*x, *y) {
-                        (DType::U8, DType::U8) => kernel.run_into(input, output, scratch),
-                        (DType::U8, _) => kernel.run_into(
-                            input,
-                            bytemuck::cast_slice_mut::<u8, i8>(output),
-                            scratch,
-                        ),
-                        (_, DType::U8) => {
-                            kernel.run_into(bytemuck::cast_slice::<u8, i8>(input), output, scratch)
-                        }
-                        _ => kernel.run_into(
-                            bytemuck::cast_slice::<u8, i8>(input),
-                            bytemuck::cast_slice_mut::<u8, i8>(output),
-                            scratch,
-                        ),
-                    };
-                    result.map_err(|source| RuntimeError::Codegen {
-                        node: step.node.clone(),
-                        op: step.op,
-                        source,
-                    })?;
-                }
-            }
+            step.kernel
+                .run(&reads, &mut writes)
+                .map_err(|source| RuntimeError::Codegen {
+                    node: step.node.clone(),
+                    op: step.op,
+                    source,
+                })?;
         }
         // a value listed twice as a graph output is decoded once and cloned
         let mut decoded: Vec<Option<Tensor>> = output_buffers.iter().map(|_| None).collect();
@@ -432,6 +596,21 @@ fn compile_node(
         node: node_id,
         port,
     };
+    let codegen = |source: CodegenError| RuntimeError::Codegen {
+        node: node.name.clone(),
+        op,
+        source,
+    };
+    // a kernel of one output, reading `reads`
+    let step = |kernel: Kernel, reads: Vec<Place>, binder: &mut Binder| {
+        Ok(Some(Step {
+            node: node.name.clone(),
+            op,
+            kernel,
+            reads,
+            writes: vec![binder.place(value(0))?],
+        }))
+    };
     match &node.op {
         Op::Input { .. } | Op::Const(_) => Ok(None),
         Op::QConv(attrs) => {
@@ -477,7 +656,8 @@ fn compile_node(
                 node: node.name.clone(),
                 op,
                 kernel: Kernel::QConv {
-                    kernel,
+                    threads: options.threads_for(kernel.macs()),
+                    kernel: Box::new(kernel),
                     scratch,
                     x: x_ty.dtype,
                     y: out_ty.dtype,
@@ -486,11 +666,127 @@ fn compile_node(
                 writes: vec![binder.place(value(0))?],
             }))
         }
+        Op::QMatMul => {
+            let (a, b) = match node.inputs() {
+                [a, b] => (*a, *b),
+                ins => return Err(unsupported(format!("{} inputs, expected 2", ins.len()))),
+            };
+            // a constant `b` is packed at compile time, anything else is read every run
+            let b_constant = match graph.node(b.node).op {
+                Op::Const(_) => Some(constant_operand(graph, b, "b").map_err(unsupported)?),
+                _ => None,
+            };
+            let (a_ty, b_ty) = (graph.value_type(a), graph.value_type(b));
+            let out_ty = graph.value_type(value(0));
+            let qmatmul = QMatMulNode {
+                a_ty,
+                b_ty,
+                b: b_constant,
+                out_ty,
+            };
+            let kernel = QMatMulKernel::compile(&qmatmul, &options.jit, &options.qmatmul)
+                .map_err(codegen)?;
+            let mut reads = vec![binder.place(a)?];
+            if b_constant.is_none() {
+                reads.push(binder.place(b)?);
+            }
+            let scratch = kernel.new_scratch();
+            let kernel = Kernel::QMatMul {
+                threads: options.threads_for(kernel.macs()),
+                kernel: Box::new(kernel),
+                scratch,
+                a: a_ty.dtype,
+                b: b_constant.is_none().then_some(b_ty.dtype),
+                y: out_ty.dtype,
+            };
+            step(kernel, reads, binder)
+        }
+        Op::Quantize | Op::Dequantize | Op::MaxPool(_) | Op::GlobalMaxPool
+            if node.outputs.len() != 1 =>
+        {
+            Err(unsupported(format!(
+                "{} outputs; the kernel produces one (no MaxPool Indices)",
+                node.outputs.len()
+            )))
+        }
+        Op::Quantize | Op::Dequantize | Op::MaxPool(_) | Op::GlobalMaxPool => {
+            let x = match node.inputs() {
+                [x] => *x,
+                ins => return Err(unsupported(format!("{} inputs, expected 1", ins.len()))),
+            };
+            let (x_ty, out_ty) = (graph.value_type(x), graph.value_type(value(0)));
+            let kernel = match &node.op {
+                Op::Quantize => Kernel::Quantize {
+                    kernel: Box::new(
+                        QuantizeKernel::compile(x_ty, out_ty, &options.jit).map_err(codegen)?,
+                    ),
+                    y: out_ty.dtype,
+                },
+                Op::Dequantize => Kernel::Dequantize {
+                    kernel: Box::new(
+                        DequantizeKernel::compile(x_ty, out_ty, &options.jit).map_err(codegen)?,
+                    ),
+                    x: x_ty.dtype,
+                },
+                pool => {
+                    let attrs = match pool {
+                        Op::MaxPool(attrs) => attrs.clone(),
+                        _ => global_pool_attrs(x_ty).map_err(unsupported)?,
+                    };
+                    let kernel =
+                        MaxPoolKernel::compile(&attrs, x_ty, &options.jit).map_err(codegen)?;
+                    Kernel::MaxPool {
+                        scratch: kernel.new_scratch(),
+                        kernel: Box::new(kernel),
+                        x: x_ty.dtype,
+                    }
+                }
+            };
+            let reads = vec![binder.place(x)?];
+            step(kernel, reads, binder)
+        }
+        shape_only if is_shape_only(shape_only) => {
+            let (x, out) = match (node.inputs(), node.outputs.len()) {
+                ([x], 1) => (*x, value(0)),
+                (ins, outs) => {
+                    return Err(unsupported(format!(
+                        "{} inputs and {outs} outputs, expected 1 and 1 (no Dropout mask)",
+                        ins.len()
+                    )))
+                }
+            };
+            if graph.value_type(x).byte_size() != graph.value_type(out).byte_size() {
+                return Err(unsupported(format!(
+                    "input {} and output {} differ in size",
+                    graph.value_type(x),
+                    graph.value_type(out)
+                )));
+            }
+            let reads = vec![binder.place(x)?];
+            step(Kernel::Copy, reads, binder)
+        }
         other => Err(RuntimeError::NoKernel(vec![MissingKernel {
             node: node.name.clone(),
             op: other.mnemonic(),
         }])),
     }
+}
+
+/// GlobalMaxPool as a MaxPool whose window is the input's spatial extent (no pads, stride 1).
+fn global_pool_attrs(x_ty: &TensorType) -> Result<PoolAttrs, String> {
+    if x_ty.shape.len() < 3 {
+        return Err(format!("input {x_ty} has no spatial dims"));
+    }
+    let spatial = x_ty.shape[2..].to_vec();
+    Ok(PoolAttrs {
+        strides: vec![1; spatial.len()],
+        pads: vec![0; 2 * spatial.len()],
+        dilations: vec![1; spatial.len()],
+        kernel: spatial,
+        ceil_mode: false,
+        count_include_pad: false,
+        storage_order: 0,
+    })
 }
 
 /// The data of an operand a kernel packs at compile time, or why there is none.
@@ -926,7 +1222,8 @@ mod tests {
         assert!(compiled.run(&random_input(&g, 5)).is_ok());
     }
 
-    /// The demo model is a float model: every non-source node lacks a kernel today, and the
+    /// The demo model is a float model: every non-source node but its Flatten (a shape-only
+    /// copy) lacks a kernel today (its MaxPool too: int8 only), and the
     /// error lists them all (compared with the graph's own node list, not a copied count).
     #[test]
     fn float_model_is_a_no_kernel_error_listing_every_node() {
@@ -937,7 +1234,8 @@ mod tests {
         let expected: Vec<MissingKernel> = order
             .iter()
             .map(|&n| g.node(n))
-            .filter(|n| !n.op.is_source() && !matches!(n.op, Op::QConv(_)))
+            // f32 ops have no kernels; Flatten is a copy of its input's bytes
+            .filter(|n| !n.op.is_source() && !matches!(n.op, Op::Flatten { .. }))
             .map(|n| MissingKernel {
                 node: n.name.clone(),
                 op: n.op.mnemonic(),
@@ -1073,5 +1371,232 @@ mod tests {
             matches!(&err, RuntimeError::Unsupported { node, .. } if node == "conv"),
             "{err}"
         );
+    }
+
+    fn random_f32(rng: &mut Rng, shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product();
+        // multiples of 1/64 in [-4, 4]: many land exactly on quantization ties (scale 1/32)
+        let values = (0..n).map(|_| rng.int(-256, 256) as f32 / 64.0).collect();
+        Tensor::new(shape, TensorData::F32(values)).expect("sized to the shape")
+    }
+
+    fn add_typed(g: &mut Graph, name: &str, op: Op, inputs: &[ValueId], ty: TensorType) -> ValueId {
+        g.add_node_typed(
+            name,
+            op,
+            inputs,
+            vec![Output {
+                name: name.to_string(),
+                ty,
+            }],
+        )[0]
+    }
+
+    fn add_inferred(g: &mut Graph, name: &str, op: Op, inputs: &[ValueId]) -> ValueId {
+        g.add_node(name, op, inputs, vec![name.to_string()])
+            .expect("the test graph's types infer")[0]
+    }
+
+    /// f32 x → quantize (u8) → 3×3 conv 5→8 (ReLU) → 2×2 max pool stride 2 → identity →
+    /// 3×3 conv 8→6 (i8) → dequantize → reshape to [1, 150]; a second output is the global
+    /// max pool of the i8 conv, flattened. Every kernel family and two shape-only copies.
+    fn quantized_pipeline() -> Graph {
+        let mut rng = Rng(77);
+        let mut g = Graph::new("pipeline");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 5, 10, 10]));
+        let q_ty = TensorType::new(DType::U8, vec![1, 5, 10, 10])
+            .with_quant(Quant::per_tensor(1.0 / 32.0, 128));
+        let xq = add_typed(&mut g, "quantize", Op::Quantize, &[x], q_ty);
+        let conv_spec = |c_out, w_dtype, per_channel, act, out| ConvSpec {
+            c_out,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+            w_dtype,
+            per_channel,
+            bias: true,
+            act,
+            out,
+        };
+        let y1 = add_qconv(
+            &mut g,
+            &mut rng,
+            "conv1",
+            xq,
+            conv_spec(
+                8,
+                DType::I8,
+                true,
+                Some(Activation::Relu),
+                (DType::U8, 0.05, 7),
+            ),
+        );
+        let pool = PoolAttrs {
+            kernel: vec![2, 2],
+            strides: vec![2, 2],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            storage_order: 0,
+        };
+        let p = add_inferred(&mut g, "pool", Op::MaxPool(pool), &[y1]);
+        let p = add_inferred(&mut g, "identity", Op::Identity, &[p]);
+        let y2 = add_qconv(
+            &mut g,
+            &mut rng,
+            "conv2",
+            p,
+            conv_spec(6, DType::U8, false, None, (DType::I8, 0.08, -2)),
+        );
+        let f = add_inferred(&mut g, "dequantize", Op::Dequantize, &[y2]);
+        let r = add_inferred(
+            &mut g,
+            "reshape",
+            Op::Reshape {
+                shape: vec![1, 150],
+            },
+            &[f],
+        );
+        let gp = add_inferred(&mut g, "global_pool", Op::GlobalMaxPool, &[y2]);
+        let gf = add_inferred(&mut g, "flatten", Op::Flatten { axis: 1 }, &[gp]);
+        g.set_outputs(vec![r, gf]);
+        kiln_ir::verify(&g).expect("the test graph is well-formed");
+        g
+    }
+
+    #[test]
+    fn quantize_conv_pool_dequantize_pipeline_matches_the_interpreter() {
+        let g = quantized_pipeline();
+        let mut compiled = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("every op has a kernel");
+        let ops: Vec<_> = compiled.schedule().map(|(_, op)| op).collect();
+        let order = g.topo_order().expect("acyclic");
+        let want_ops: Vec<_> = order
+            .iter()
+            .map(|&n| g.node(n))
+            .filter(|n| !n.op.is_source())
+            .map(|n| n.op.mnemonic())
+            .collect();
+        assert_eq!(ops, want_ops);
+        for seed in [3, 4, 5] {
+            let mut rng = Rng(seed);
+            let inputs = vec![random_f32(&mut rng, vec![1, 5, 10, 10])];
+            let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+            assert_bitwise_eq(&compiled.run(&inputs).expect("valid inputs"), &want);
+        }
+    }
+
+    /// QMatMul with a constant `b` (i8 per column, packed at compile time) and with a
+    /// run-time `b` (a graph input, u8 with a zero point, batch-broadcast against `a`).
+    fn matmuls() -> Graph {
+        let mut rng = Rng(99);
+        let mut g = Graph::new("matmuls");
+        let a = g.add_input(
+            "a",
+            TensorType::new(DType::U8, vec![2, 7, 13]).with_quant(Quant::per_tensor(0.03, 120)),
+        );
+        let b_const = random_tensor(&mut rng, DType::I8, vec![13, 9]);
+        let b_quant = Quant::PerAxis {
+            axis: 1,
+            scales: (0..9).map(|i| 0.01 + 0.002 * i as f32).collect(),
+            zero_points: vec![0; 9],
+        };
+        let b1 = g.add_const("b1", b_const, Some(b_quant));
+        let b2 = g.add_input(
+            "b2",
+            TensorType::new(DType::U8, vec![2, 13, 5]).with_quant(Quant::per_tensor(0.02, 131)),
+        );
+        let y1_ty =
+            TensorType::new(DType::I8, vec![2, 7, 9]).with_quant(Quant::per_tensor(0.15, 3));
+        let y1 = add_typed(&mut g, "mm_const", Op::QMatMul, &[a, b1], y1_ty);
+        let y2_ty =
+            TensorType::new(DType::U8, vec![2, 7, 5]).with_quant(Quant::per_tensor(0.2, 100));
+        let y2 = add_typed(&mut g, "mm_runtime", Op::QMatMul, &[a, b2], y2_ty);
+        g.set_outputs(vec![y1, y2]);
+        kiln_ir::verify(&g).expect("well-formed");
+        g
+    }
+
+    #[test]
+    fn qmatmul_constant_and_runtime_b_match_the_interpreter() {
+        let g = matmuls();
+        let mut compiled = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("QMatMuls only");
+        for seed in [1, 2] {
+            let inputs = random_input(&g, seed);
+            let want = kiln_interp::run(&g, &inputs).expect("interpreter");
+            assert_bitwise_eq(&compiled.run(&inputs).expect("valid"), &want);
+        }
+    }
+
+    /// A float MaxPool has no kernel (int8 only): compile lists it.
+    #[test]
+    fn float_max_pool_is_a_missing_kernel() {
+        let mut g = Graph::new("float_pool");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 2, 4, 4]));
+        let pool = PoolAttrs {
+            kernel: vec![2, 2],
+            strides: vec![2, 2],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            storage_order: 0,
+        };
+        let y = add_inferred(&mut g, "pool", Op::MaxPool(pool), &[x]);
+        g.set_outputs(vec![y]);
+        match Model::from_graph(g).compile(&Options::default()) {
+            Err(RuntimeError::NoKernel(missing)) => {
+                assert_eq!(
+                    missing,
+                    [MissingKernel {
+                        node: "pool".into(),
+                        op: "max_pool"
+                    }]
+                );
+            }
+            other => panic!("expected NoKernel, got {other:?}"),
+        }
+    }
+
+    /// Splitting the convolutions and matrix multiplies over 1, 2 or 3 threads (forced on
+    /// these small layers) gives the interpreter's bits every time.
+    #[test]
+    fn threads_give_identical_results() {
+        for g in [quantized_pipeline(), three_convs(2), matmuls()] {
+            let inputs = if g.name == "pipeline" {
+                vec![random_f32(&mut Rng(8), vec![1, 5, 10, 10])]
+            } else {
+                random_input(&g, 8)
+            };
+            let want = kiln_interp::run(&g, &inputs).expect("interpreter");
+            for threads in [1, 2, 3] {
+                let options = Options {
+                    threads,
+                    min_macs_per_thread: 0,
+                    ..Options::default()
+                };
+                let mut compiled = Model::from_graph(g.clone())
+                    .compile(&options)
+                    .expect("every op has a kernel");
+                assert_bitwise_eq(&compiled.run(&inputs).expect("valid"), &want);
+            }
+        }
+    }
+
+    #[test]
+    fn small_kernels_stay_on_one_thread() {
+        let options = Options {
+            threads: 4,
+            min_macs_per_thread: 1000,
+            ..Options::default()
+        };
+        assert_eq!(options.threads_for(999), 1);
+        assert_eq!(options.threads_for(2500), 2);
+        assert_eq!(options.threads_for(1 << 30), 4);
     }
 }

@@ -10,9 +10,10 @@
 use super::layout::{InnerProduct, Layout, STEPS_PER_ITERATION, STEP_BYTES};
 use super::plan::QConvPlan;
 use crate::clif::{
-    at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, pmaddwd_accumulate, scaled,
-    splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, pmaddwd_accumulate,
+    range_loop, scaled, splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
 };
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
 };
@@ -44,8 +45,9 @@ pub(crate) fn build_widen_function(
     func
 }
 
-/// `extern "C" fn(packed, scratch, out)` for one batch item: every group, channel tile and
-/// pixel tile through the micro-kernel. The scratch is not written while this runs, so its
+/// `extern "C" fn(packed, scratch, out, first, end)` for one batch item: the channel tiles
+/// `first..end` (numbered across groups, `g · tiles_per_group + t`), each over every pixel
+/// tile through the micro-kernel. The scratch is not written while this runs, so its
 /// loads are `readonly` (pure for Cranelift): that lets a broadcast's load fold into
 /// `vbroadcastss` and loop-invariant loads leave loops.
 /// `exact_cvtt` selects x64's `cvttps2dq` (`x86_cvtt2dq`) for the float → int conversion:
@@ -71,23 +73,40 @@ pub(crate) fn build_compute_function(
         scratch: p[1],
         out: p[2],
     };
-    counted_loop(&mut b, plan.groups, |b, g| {
-        counted_loop(b, layout.full_tiles, |b, t| {
+    // the tiles `first..end` of all groups, numbered `g · tiles_per_group + t`: a call
+    // writes only their output channels, so disjoint ranges can run on separate threads
+    let (first, end) = (p[3], p[4]);
+    let tiles_per_group = layout.tiles_per_group as i64;
+    range_loop(&mut b, first, end, |b, tile| {
+        let g = b.ins().udiv_imm_u(tile, tiles_per_group);
+        let group_start = b.ins().imul_imm_u(g, tiles_per_group);
+        let t = b.ins().isub(tile, group_start);
+        if layout.partial_channels == 0 {
             micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
-        });
-        if layout.partial_channels > 0 {
-            let t = b.ins().iconst(types::I64, layout.full_tiles as i64);
-            micro_kernel_sweep(
-                b,
-                plan,
-                layout,
-                bufs,
-                g,
-                t,
-                layout.partial_channels,
-                exact_cvtt,
-            );
+            return;
         }
+        // the last tile of a group stores only its valid channels
+        let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
+        let is_partial = b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, t, layout.full_tiles as i64);
+        b.ins().brif(is_partial, partial, &[], full, &[]);
+        b.switch_to_block(full);
+        micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(partial);
+        micro_kernel_sweep(
+            b,
+            plan,
+            layout,
+            bufs,
+            g,
+            t,
+            layout.partial_channels,
+            exact_cvtt,
+        );
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(merge);
     });
     b.ins().return_(&[]);
     b.seal_all_blocks();

@@ -8,7 +8,8 @@ pub(crate) mod emit;
 pub(crate) mod layout;
 mod plan;
 
-use crate::jit::{Jit, JitOptions};
+use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::parallel::for_each_part;
 use crate::CodegenError;
 use depthwise::DwLayout;
 use kiln_ir::{ConvAttrs, DType, Tensor, TensorData, TensorType};
@@ -107,8 +108,11 @@ mod sealed {
 
 /// The compiled widening step of one batch item: `(x, scratch)`.
 type WidenFn = unsafe extern "C" fn(*const u8, *mut u8);
-/// The compiled convolution of one batch item: `(packed constants, scratch, out)`.
+/// The compiled depthwise convolution of one batch item: `(packed constants, scratch, out)`.
 type ComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
+/// The compiled general convolution of one batch item over the channel tiles
+/// `first..end`: `(packed constants, scratch, out, first, end)`.
+type RangeComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize, usize);
 
 /// A QConv node's operands as the kernel generator needs them: `x_ty` the input type (u8/i8
 /// quantized per tensor), `w` the constant weights `[C_out, C_in/groups, k..]` with type
@@ -136,10 +140,18 @@ pub enum QConvPath {
 
 /// The path-specific parts of a compiled kernel.
 enum Path {
-    /// The general micro-kernel, with its JIT-compiled widening step.
-    General { layout: Layout, widen: WidenFn },
+    /// The general micro-kernel, with its JIT-compiled widening step; its compute function
+    /// takes a range of channel tiles, so threads can split it.
+    General {
+        layout: Layout,
+        widen: WidenFn,
+        compute: RangeComputeFn,
+    },
     /// The depthwise kernel; its scratch is filled by [`DwLayout::widen`].
-    Depthwise { layout: DwLayout },
+    Depthwise {
+        layout: DwLayout,
+        compute: ComputeFn,
+    },
 }
 
 /// A compiled QConv. Owns its machine code, packed constants and the JIT that holds them.
@@ -148,9 +160,8 @@ pub struct QConvKernel {
     plan: QConvPlan,
     path: Path,
     packed: AlignedBytes,
-    compute: ComputeFn,
-    /// Declared last: dropped after everything else; `widen` and `compute` point into it.
-    jit: Jit,
+    /// Declared last: dropped after everything else; the path's functions point into it.
+    code: KernelCode,
 }
 
 impl std::fmt::Debug for QConvKernel {
@@ -197,7 +208,7 @@ impl QConvKernel {
         .replace([' ', '[', ']', ','], "");
         let exact_cvtt = jit.features().is_x86_64();
         let depthwise = tuning.allow_depthwise && plan.cin_g == 1 && plan.cout_g == 1;
-        let (path, packed, compute) = if depthwise {
+        let (path, packed) = if depthwise {
             let layout = DwLayout::new(&plan, tuning, inner)?;
             let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
             let compute_fn = depthwise::build_compute_function(
@@ -208,7 +219,12 @@ impl QConvKernel {
                 exact_cvtt,
             );
             let compute = jit.compile(&name, compute_fn)?;
-            (Path::Depthwise { layout }, packed, compute)
+            // SAFETY: `compute` is the entry of a function just compiled from a signature of
+            // three pointer parameters, no results, in the target's default (C) calling
+            // convention — `ComputeFn`. It stays valid while `jit` lives, and `jit` is owned
+            // by the kernel alongside it.
+            let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(compute) };
+            (Path::Depthwise { layout, compute }, packed)
         } else {
             let layout = Layout::new(&plan, tuning, inner)?;
             let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
@@ -224,28 +240,35 @@ impl QConvKernel {
             // convention — `WidenFn`. It stays valid while `jit` lives, and `jit` is owned by
             // the kernel alongside it.
             let widen = unsafe { std::mem::transmute::<*const u8, WidenFn>(widen) };
+            // three pointers and two pointer-sized tile indices
             let compute_fn = emit::build_compute_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(3),
+                jit.pointer_signature(5),
                 jit.target_config(),
                 exact_cvtt,
             );
             let compute = jit.compile(&name, compute_fn)?;
-            (Path::General { layout, widen }, packed, compute)
+            // SAFETY: `compute` is the entry of a function just compiled from a signature of
+            // five pointer-sized parameters, no results, in the target's default (C) calling
+            // convention — `RangeComputeFn` (the last two are integers of pointer size). It
+            // stays valid while `jit` lives, and `jit` is owned by the kernel alongside it.
+            let compute = unsafe { std::mem::transmute::<*const u8, RangeComputeFn>(compute) };
+            (
+                Path::General {
+                    layout,
+                    widen,
+                    compute,
+                },
+                packed,
+            )
         };
-        // SAFETY: `compute` is the entry of a function just compiled from a signature of
-        // three pointer parameters, no results, in the target's default (C) calling
-        // convention — `ComputeFn`. It stays valid while `jit` lives, and `jit` is owned by
-        // the kernel alongside it.
-        let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(compute) };
         Ok(QConvKernel {
             name,
             plan,
             path,
             packed,
-            compute,
-            jit,
+            code: KernelCode::new(jit),
         })
     }
 
@@ -257,12 +280,12 @@ impl QConvKernel {
     /// Cranelift's listing of the compute function's machine code (the micro-kernel), when
     /// compiled with `capture_disassembly`.
     pub fn disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&self.name)
+        self.code.disassembly(&self.name)
     }
 
     /// The listing of the widening step, when compiled with `capture_disassembly`.
     pub fn widen_disassembly(&self) -> Option<&str> {
-        self.jit.disassembly(&format!("{}_widen", self.name))
+        self.code.disassembly(&format!("{}_widen", self.name))
     }
 
     pub fn output_shape(&self) -> &[usize] {
@@ -282,7 +305,7 @@ impl QConvKernel {
     pub fn inner_product(&self) -> InnerProduct {
         match &self.path {
             Path::General { layout, .. } => layout.inner,
-            Path::Depthwise { layout } => layout.inner,
+            Path::Depthwise { layout, .. } => layout.inner,
         }
     }
 
@@ -298,14 +321,14 @@ impl QConvKernel {
     pub fn tile(&self) -> (usize, usize) {
         match &self.path {
             Path::General { layout, .. } => (layout.mr, 4 * layout.nr),
-            Path::Depthwise { layout } => (layout.mr, 4 * layout.nr),
+            Path::Depthwise { layout, .. } => (layout.mr, 4 * layout.nr),
         }
     }
 
     fn scratch_bytes(&self) -> usize {
         match &self.path {
             Path::General { layout, .. } => layout.scratch_bytes,
-            Path::Depthwise { layout } => layout.scratch_bytes,
+            Path::Depthwise { layout, .. } => layout.scratch_bytes,
         }
     }
 
@@ -322,6 +345,30 @@ impl QConvKernel {
         x: &[X],
         out: &mut [Y],
         scratch: &mut QConvScratch,
+    ) -> Result<(), CodegenError> {
+        self.run_into_threads(x, out, scratch, 1)
+    }
+
+    /// How many parts [`QConvKernel::run_into_threads`] can split a batch item into: the
+    /// general path's channel tiles (all groups); 1 for the depthwise path.
+    pub fn parallel_parts(&self) -> usize {
+        match &self.path {
+            Path::General { layout, .. } => self.plan.groups * layout.tiles_per_group,
+            Path::Depthwise { .. } => 1,
+        }
+    }
+
+    /// [`QConvKernel::run_into`] on up to `threads` threads (the calling one included): per
+    /// batch item the input is widened once, then the threads (`std::thread::scope`) claim
+    /// the channel tiles one at a time from a shared counter. Every output element is
+    /// computed by the same instructions whatever the split, so the result is bit-identical
+    /// for every thread count. The depthwise path runs on the calling thread.
+    pub fn run_into_threads<X: Int8, Y: Int8>(
+        &self,
+        x: &[X],
+        out: &mut [Y],
+        scratch: &mut QConvScratch,
+        threads: usize,
     ) -> Result<(), CodegenError> {
         let bad = |what: String| CodegenError::BadBuffer {
             kernel: self.name.clone(),
@@ -362,29 +409,58 @@ impl QConvKernel {
             let x_n = &x[n * x_image..(n + 1) * x_image];
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
             match &self.path {
-                Path::General { widen, .. } => {
-                    // SAFETY: the entry is valid while `self.jit` lives (it does: `self` is
+                Path::General { widen, compute, .. } => {
+                    // SAFETY: the entry is valid while `self.code` lives (it does: `self` is
                     // borrowed). It reads one image (`x_image` one-byte elements) of `x_n`
                     // and writes `layout.scratch_bytes` 16-byte-aligned bytes of `scratch`,
                     // sizes checked above; u8 and i8 have the same size and alignment.
                     unsafe { widen(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr()) }
+                    let scratch: &[u8] = scratch;
+                    let tiles = self.parallel_parts();
+                    // addresses, not pointers, cross to the threads (pointers are not Send)
+                    let (packed_at, scratch_at) =
+                        (packed.as_ptr() as usize, scratch.as_ptr() as usize);
+                    let out_at = out_n.as_mut_ptr() as usize;
+                    let run_range = |first: usize, end: usize| {
+                        // SAFETY: the entry is valid while `self.code` lives (`self` is
+                        // borrowed for the whole call). `compute` reads the scratch
+                        // (`scratch_bytes`, 16-byte aligned, not written until every part
+                        // has returned) and the packed blob it was compiled against
+                        // (16-byte aligned), both shared read-only, and writes only the
+                        // output channels of the tiles `first..end` (`end <= tiles`) of the
+                        // `out_image` bytes at `out_at`: `for_each_part` hands every tile
+                        // out once, so no byte is written by two threads, and `out_n` stays
+                        // exclusively borrowed (unused otherwise) until they finish. All
+                        // sizes are checked above; u8 and i8 have the same size and
+                        // alignment.
+                        unsafe {
+                            compute(
+                                packed_at as *const u8,
+                                scratch_at as *const u8,
+                                out_at as *mut u8,
+                                first,
+                                end,
+                            )
+                        }
+                    };
+                    for_each_part(tiles, threads, run_range);
                 }
-                Path::Depthwise { layout } => {
+                Path::Depthwise { layout, compute } => {
                     layout.widen(&self.plan, x_n, scratch);
+                    // SAFETY: the entry is valid while `self.code` lives (it does: `self` is
+                    // borrowed). `compute` reads the scratch (`scratch_bytes`, 16-byte
+                    // aligned) and the packed blob it was compiled against (16-byte
+                    // aligned) and writes exactly `out_image` bytes of `out_n`. All sizes
+                    // are checked above; the buffers are live and distinct (`&`/`&mut`
+                    // borrows). u8 and i8 have the same size and alignment.
+                    unsafe {
+                        compute(
+                            packed.as_ptr(),
+                            scratch.as_ptr(),
+                            out_n.as_mut_ptr().cast::<u8>(),
+                        );
+                    }
                 }
-            }
-            // SAFETY: the entry is valid while `self.jit` lives (it does: `self` is
-            // borrowed). `compute` reads the scratch (`scratch_bytes`, 16-byte aligned) and
-            // the packed blob it was compiled against (`packed_bytes`, 16-byte aligned) and
-            // writes exactly `out_image` bytes of `out_n`. All sizes are checked above; the
-            // buffers are live and distinct (`&`/`&mut` borrows). u8 and i8 have the same
-            // size and alignment, so the pointer cast keeps extents.
-            unsafe {
-                (self.compute)(
-                    packed.as_ptr(),
-                    scratch.as_ptr(),
-                    out_n.as_mut_ptr().cast::<u8>(),
-                );
             }
         }
         Ok(())
