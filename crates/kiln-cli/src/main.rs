@@ -1,5 +1,5 @@
-//! The `kiln` command line: inspect (`info`, `dump`), optimize (`passes`, `opt`), execute
-//! (`run`) and demonstrate (`demo`) models. Library crates return typed errors; this binary
+//! The `kiln` command line: inspect (`info`, `dump`), optimize (`passes`, `opt`), quantize
+//! (`quantize`), execute (`run`) and demonstrate (`demo`) models. Library crates return typed errors; this binary
 //! adds the file being worked on.
 
 mod demo;
@@ -7,6 +7,7 @@ mod info;
 mod load;
 mod opt;
 mod passes;
+mod quantize;
 mod run;
 
 use anyhow::Result;
@@ -49,7 +50,19 @@ enum Command {
     /// result runs in onnxruntime. `--passes a,b` runs any list of passes (`kiln passes`
     /// names them), `--stats` reports what each did.
     Opt(opt::OptArgs),
+    /// Quantize a model to int8 with calibration data and write it as QDQ ONNX (.onnx) or
+    /// integer kiln IR (.kir).
+    ///
+    /// `kiln quantize m.onnx --calibration samples/ -o m.int8.onnx` calibrates activation
+    /// ranges on the samples (a directory of .npy files, an .npz, or images with
+    /// --preprocess), quantizes convs, gemms, matmuls, adds, pools and data movement, and
+    /// prints how close the quantized model is to the float one (`--report` per layer).
+    Quantize(quantize::QuantizeArgs),
     /// Run a model on .npy inputs with the reference interpreter and write one .npy per output.
+    ///
+    /// With `--quantize --calibration PATH` the model is quantized first and the integer
+    /// graph runs instead (fake-quantized evaluation); each output is compared with the
+    /// float run.
     Run(run::RunArgs),
 }
 
@@ -61,12 +74,34 @@ fn main() {
         Command::Dump(args) => info::dump(args),
         Command::Passes(args) => passes::passes(args),
         Command::Opt(args) => opt::opt(args),
+        Command::Quantize(args) => quantize::quantize(args),
         Command::Run(args) => run::run(args),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_chain(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", like anyhow's `{:#}`, except that a cause whose
+/// text the previous message already ends with is not repeated: library errors (thiserror)
+/// put their cause in their own message *and* expose it as `source()`, so anyhow's `{:#}`
+/// would print it twice.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !previous.is_empty() && previous.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        previous = message;
+    }
+    text
 }
 
 /// Options shared by every command that loads a model.
@@ -78,4 +113,28 @@ pub struct ModelArgs {
     /// dimensions; repeat for several inputs). ONNX models only.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...", value_parser = load::parse_input_shape)]
     pub input_shapes: Vec<(String, Vec<usize>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("sample 1: {source}")]
+    struct Wrapping {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("b.npy: wrong shape");
+        let err = anyhow::Error::new(Wrapping { source: io }).context("kiln quantize");
+        assert_eq!(
+            error_chain(&err),
+            "kiln quantize: sample 1: b.npy: wrong shape"
+        );
+        // A cause not contained in its parent's message is kept, as with `{:#}`.
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&err), "outer: inner");
+    }
 }

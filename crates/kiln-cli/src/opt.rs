@@ -77,7 +77,7 @@ fn op_count(graph: &Graph) -> usize {
 
 /// Constants the `.kir` printer shows only as a summary (data beyond the inline limit, or
 /// already opaque): their count and bytes.
-fn summarized_constants(graph: &Graph) -> (usize, usize) {
+pub(crate) fn summarized_constants(graph: &Graph) -> (usize, usize) {
     let mut seen = std::collections::HashSet::new();
     let (mut count, mut bytes) = (0, 0);
     for id in graph.node_ids() {

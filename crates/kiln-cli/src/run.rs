@@ -1,6 +1,8 @@
-//! `kiln run`: execute a model on `.npy` inputs and write one `.npy` per graph output.
+//! `kiln run`: execute a model on `.npy` inputs and write one `.npy` per graph output; with
+//! `--quantize`, execute its quantized integer graph and compare each output with the float run.
 
 use crate::load::load_model;
+use crate::quantize::{cosine_and_sqnr, real_values, QuantArgs};
 use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use kiln_ir::{Graph, Tensor};
@@ -20,6 +22,13 @@ pub struct RunArgs {
     /// [A-Za-z0-9._-] in NAME become '_').
     #[arg(long = "output-dir", default_value = ".")]
     pub output_dir: PathBuf,
+    /// Quantize the model first (needs --calibration or --random-calibration) and run the
+    /// integer graph instead of the float one; prints each output's cosine and SQNR against
+    /// the float model on the same inputs.
+    #[arg(long)]
+    pub quantize: bool,
+    #[command(flatten)]
+    pub quant: QuantArgs,
 }
 
 fn parse_input_file(s: &str) -> Result<(String, PathBuf), String> {
@@ -91,9 +100,31 @@ pub fn read_inputs(graph: &Graph, files: &[(String, PathBuf)]) -> Result<Vec<Ten
     Ok(tensors)
 }
 
+/// Whether any quantization option was given (they only mean something with --quantize).
+fn quant_options_given(q: &QuantArgs) -> bool {
+    q.calibration.is_some()
+        || q.random_calibration.is_some()
+        || q.quantize_ops.is_some()
+        || !q.skip.is_empty()
+        || q.fallback_sqnr.is_some()
+        || q.bias_correction
+        || q.preprocess.is_some()
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
-    let graph = load_model(&args.model.model, &args.model.input_shapes)?;
-    let inputs = read_inputs(&graph, &args.inputs)?;
+    if !args.quantize && quant_options_given(&args.quant) {
+        bail!("--calibration and the other quantization options need --quantize");
+    }
+    let float_graph = load_model(&args.model.model, &args.model.input_shapes)?;
+    let inputs = read_inputs(&float_graph, &args.inputs)?;
+    let (graph, float_outputs) = if args.quantize {
+        let model = args.quant.quantize(&float_graph, &args.model.model)?;
+        let float_outputs = kiln_interp::run(&float_graph, &inputs)
+            .with_context(|| format!("running the float {}", args.model.model.display()))?;
+        (model.graph, Some(float_outputs))
+    } else {
+        (float_graph.clone(), None)
+    };
     let start = Instant::now();
     let outputs = kiln_interp::run(&graph, &inputs)
         .with_context(|| format!("running {}", args.model.model.display()))?;
@@ -116,7 +147,40 @@ pub fn run(args: RunArgs) -> Result<()> {
             s.mean
         );
     }
-    println!("interpreter: {:.1} ms", elapsed.as_secs_f64() * 1e3);
+    println!(
+        "interpreter{}: {:.1} ms",
+        if args.quantize {
+            " (quantized graph)"
+        } else {
+            ""
+        },
+        elapsed.as_secs_f64() * 1e3
+    );
+    if let Some(float_outputs) = float_outputs {
+        for ((&v, quantized), (&fv, float)) in graph
+            .outputs()
+            .iter()
+            .zip(&outputs)
+            .zip(float_graph.outputs().iter().zip(&float_outputs))
+        {
+            let approx = real_values(quantized, graph.value_type(v));
+            let reference = real_values(float, float_graph.value_type(fv));
+            if approx.len() != reference.len() {
+                bail!(
+                    "output '{}': the quantized graph gives {} values, the float one {}",
+                    graph.value_name(v),
+                    approx.len(),
+                    reference.len()
+                );
+            }
+            let (cosine, sqnr) = cosine_and_sqnr(&reference, &approx);
+            println!(
+                "{} vs float: cosine {cosine:.6}, SQNR {}",
+                graph.value_name(v),
+                sqnr.map_or_else(|| "exact".to_string(), |d| format!("{d:.2} dB"))
+            );
+        }
+    }
     Ok(())
 }
 
