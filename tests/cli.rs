@@ -188,6 +188,7 @@ fn demo_runs_and_reports_each_stage() {
         "the demo prints the IR: {text}"
     );
     assert!(text.contains("top-5 classes"), "{text}");
+    assert!(text.contains("[4] quantize to int8"), "{text}");
     let quiet = stdout_of(&["demo", "--no-ir"]);
     assert!(
         !quiet.contains("the optimized IR"),
