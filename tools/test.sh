@@ -37,5 +37,8 @@ cargo test --release -p kiln-cli --test differential
 step "pre-quantized models (onnxruntime QDQ/QOperator) vs onnxruntime (release)"
 cargo test --release -p kiln-cli --test prequantized
 
+step "realized models as JIT machine code vs the interpreter (release)"
+cargo test --release -p kiln-runtime --test models
+
 step "optimizer vs onnxruntime: kiln opt -O1 -o model.onnx on real architectures (release)"
 cargo test --release -p kiln-cli --test opt_ort

@@ -40,7 +40,12 @@
 //! | [`DequantizeKernel`] | `compile(x_ty, out_ty, &JitOptions)` | `run_into(x, out: &mut [f32])` |
 //! | [`MaxPoolKernel`] | `compile(&PoolAttrs, x_ty, &JitOptions)` | `run_into(x, out, &mut MaxPoolScratch)` |
 
+pub mod concat;
 pub mod error;
+pub mod fconv;
+pub mod felem;
+pub mod fgemm;
+pub mod fpool;
 pub mod jit;
 pub mod maxpool;
 pub mod probe;
@@ -49,9 +54,15 @@ pub mod qmatmul;
 pub mod quantize;
 
 mod clif;
+mod fact;
 mod parallel;
 
+pub use concat::ConcatKernel;
 pub use error::CodegenError;
+pub use fconv::{FConvKernel, FConvNode, FConvScratch};
+pub use felem::{ActivationKernel, BatchNormKernel, BinaryKernel, SoftmaxKernel};
+pub use fgemm::GemmKernel;
+pub use fpool::{PoolKernel, PoolKind, PoolScratch};
 pub use jit::{IsaFeatures, Jit, JitOptions, KernelCode};
 pub use maxpool::{MaxPoolKernel, MaxPoolScratch};
 pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning};

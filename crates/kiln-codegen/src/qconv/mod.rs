@@ -6,7 +6,7 @@
 mod depthwise;
 pub(crate) mod emit;
 pub(crate) mod layout;
-mod plan;
+pub(crate) mod plan;
 
 use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;

@@ -93,7 +93,7 @@ impl QConvPlan {
                 w.shape()
             )));
         }
-        let geo = Geometry::new(&x_ty.shape, w.shape(), attrs)?;
+        let geo = Geometry::new(OP, &x_ty.shape, w.shape(), attrs)?;
         let x_range = int8_range(x_ty.dtype, "input")?;
         let w_range = int8_range(w.dtype(), "weight")?;
         let out_range =
@@ -161,19 +161,20 @@ impl QConvPlan {
 }
 
 /// Conv geometry with the interpreter's checks (`kiln-interp` `conv::ConvGeometry`).
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    c_out: usize,
-    groups: usize,
-    input: [usize; SP],
-    output: [usize; SP],
-    kernel: [usize; SP],
-    stride: [usize; SP],
-    dilation: [usize; SP],
-    pad_begin: [usize; SP],
-    pad_end: [usize; SP],
-    spatial_rank: usize,
+#[derive(Debug)]
+pub(crate) struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub groups: usize,
+    pub input: [usize; SP],
+    pub output: [usize; SP],
+    pub kernel: [usize; SP],
+    pub stride: [usize; SP],
+    pub dilation: [usize; SP],
+    pub pad_begin: [usize; SP],
+    pub pad_end: [usize; SP],
+    pub spatial_rank: usize,
 }
 
 fn widen(v: &[usize], fill: usize) -> [usize; SP] {
@@ -183,7 +184,14 @@ fn widen(v: &[usize], fill: usize) -> [usize; SP] {
 }
 
 impl Geometry {
-    fn new(x: &[usize], w: &[usize], attrs: &ConvAttrs) -> Result<Geometry, CodegenError> {
+    /// `op` names the node kind in errors (`qconv`, `conv`).
+    pub(crate) fn new(
+        op: &'static str,
+        x: &[usize],
+        w: &[usize],
+        attrs: &ConvAttrs,
+    ) -> Result<Geometry, CodegenError> {
+        let invalid = |reason: String| CodegenError::InvalidOp { op, reason };
         let nsp = attrs.kernel.len();
         if !(1..=SP).contains(&nsp) {
             return Err(invalid(format!("{nsp} spatial dims; 1 to 3 are supported")));
@@ -195,7 +203,9 @@ impl Geometry {
             )));
         }
         if attrs.strides.contains(&0) || attrs.dilations.contains(&0) {
-            return Err(invalid("strides and dilations must be positive"));
+            return Err(invalid(
+                "strides and dilations must be positive".to_string(),
+            ));
         }
         if x.len() != nsp + 2 || w.len() != nsp + 2 {
             return Err(invalid(format!(
@@ -244,7 +254,7 @@ impl Geometry {
         })
     }
 
-    fn output_shape(&self) -> Vec<usize> {
+    pub(crate) fn output_shape(&self) -> Vec<usize> {
         let mut shape = vec![self.batch, self.c_out];
         shape.extend_from_slice(&self.output[SP - self.spatial_rank..]);
         shape

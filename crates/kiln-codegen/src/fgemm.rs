@@ -1,0 +1,337 @@
+//! f32 Gemm (`Op::Gemm`: alpha, beta, transposes, C, fused activation) and MatMul
+//! (`Op::MatMul`) with a constant `B`, on the f32 conv's micro-kernel ([`build_micro`]):
+//! a row of A is a "pixel", a column of B an output channel, so B is packed at compile
+//! time as `[column tile][k][NR]` F32X4 vectors and each k-step broadcasts one element of A
+//! per row. `beta · C` is evaluated at compile time: a C that broadcasts along the rows
+//! becomes the per-column bias, any other C a `[M, N]` addend read like Conv's residual.
+//! The epilogue is the interpreter's `alpha · (A·B) + beta·C`, then the activation.
+
+use crate::fconv::{build_micro, micro_pack, micro_tables, vectors_for, Micro};
+use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::qconv::AlignedBytes;
+use crate::CodegenError;
+use kiln_ir::{Activation, DType, GemmAttrs, Tensor, TensorData, TensorType};
+
+/// `(packed, tables, a, addend, out)`.
+type GemmFn = unsafe extern "C" fn(*const u8, *const u8, *const f32, *const f32, *mut f32);
+
+/// A compiled f32 Gemm or MatMul with a constant right operand.
+pub struct GemmKernel {
+    name: String,
+    a_len: usize,
+    out_shape: Vec<usize>,
+    packed: AlignedBytes,
+    tables: AlignedBytes,
+    /// `beta · C` broadcast to `[M, N]`, when C does not broadcast along the rows.
+    addend: Option<Vec<f32>>,
+    macs: u64,
+    function: GemmFn,
+    /// Declared last: `function` points into it.
+    code: KernelCode,
+}
+
+impl std::fmt::Debug for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmKernel")
+            .field("name", &self.name)
+            .field("out", &self.out_shape)
+            .finish()
+    }
+}
+
+fn f32_of<'t>(op: &'static str, t: &'t Tensor, what: &str) -> Result<&'t [f32], CodegenError> {
+    match t.data() {
+        TensorData::F32(v) => Ok(v),
+        _ => Err(CodegenError::Unsupported {
+            op,
+            reason: format!("{what} is {}, expected f32", t.dtype()),
+        }),
+    }
+}
+
+/// The problem after validation: `out[m][n] = alpha · Σ_k A(m, k) · B(k, n) + …`.
+struct Problem<'a> {
+    op: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+    b: &'a [f32],
+    alpha: f32,
+    /// Per-column bias and the full addend (at most one is non-trivial).
+    bias: Vec<f32>,
+    addend: Option<Vec<f32>>,
+    act: Option<&'a Activation>,
+    a_len: usize,
+    out_shape: Vec<usize>,
+}
+
+impl GemmKernel {
+    /// `Op::Gemm` with a constant `b` and, when present, a constant `c`.
+    pub fn compile_gemm(
+        attrs: &GemmAttrs,
+        a_ty: &TensorType,
+        b: &Tensor,
+        c: Option<&Tensor>,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
+        const OP: &str = "gemm";
+        let invalid = |reason: String| CodegenError::InvalidOp { op: OP, reason };
+        let (ash, bsh) = (&a_ty.shape, b.shape());
+        if ash.len() != 2 || bsh.len() != 2 {
+            return Err(invalid(format!(
+                "gemm needs 2-D operands, got {ash:?} and {bsh:?}"
+            )));
+        }
+        let (m, k) = if attrs.trans_a {
+            (ash[1], ash[0])
+        } else {
+            (ash[0], ash[1])
+        };
+        let (kb, n) = if attrs.trans_b {
+            (bsh[1], bsh[0])
+        } else {
+            (bsh[0], bsh[1])
+        };
+        if k != kb {
+            return Err(invalid(format!(
+                "inner dimensions differ: A {ash:?} × B {bsh:?}"
+            )));
+        }
+        let (mut bias, mut addend) = (vec![0f32; n], None);
+        if let Some(c) = c {
+            let cv = f32_of(OP, c, "C")?;
+            let beta = attrs.beta;
+            // C right-aligned against [m, n]; each dim 1 or equal
+            let csh = c.shape();
+            let padded: Vec<usize> = std::iter::repeat_n(1, 2usize.saturating_sub(csh.len()))
+                .chain(csh.iter().copied())
+                .collect();
+            if csh.len() > 2
+                || !(padded[0] == 1 || padded[0] == m)
+                || !(padded[1] == 1 || padded[1] == n)
+            {
+                return Err(invalid(format!(
+                    "C {csh:?} does not broadcast to [{m}, {n}]"
+                )));
+            }
+            let at = |i: usize, j: usize| {
+                cv[(if padded[0] == 1 { 0 } else { i }) * padded[1]
+                    + if padded[1] == 1 { 0 } else { j }]
+            };
+            if padded[0] == 1 {
+                bias = (0..n).map(|j| beta * at(0, j)).collect();
+            } else {
+                addend = Some(
+                    (0..m)
+                        .flat_map(|i| (0..n).map(move |j| (i, j)))
+                        .map(|(i, j)| beta * at(i, j))
+                        .collect(),
+                );
+            }
+        }
+        let problem = Problem {
+            op: OP,
+            m,
+            k,
+            n,
+            trans_a: attrs.trans_a,
+            trans_b: attrs.trans_b,
+            b: f32_of(OP, b, "B")?,
+            alpha: attrs.alpha,
+            bias,
+            addend,
+            act: attrs.act.as_ref(),
+            a_len: m * k,
+            out_shape: vec![m, n],
+        };
+        Self::build(problem, a_ty, out_ty, options)
+    }
+
+    /// `Op::MatMul` of `a` (`[.., M, K]`, rank ≥ 2) by a constant 2-D `b` (`[K, N]`): the
+    /// leading dims of `a` are rows of one matrix.
+    pub fn compile_matmul(
+        a_ty: &TensorType,
+        b: &Tensor,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
+        const OP: &str = "matmul";
+        let (ash, bsh) = (&a_ty.shape, b.shape());
+        if ash.len() < 2 || bsh.len() != 2 {
+            return Err(CodegenError::Unsupported {
+                op: OP,
+                reason: format!("a {ash:?} × b {bsh:?} (a of rank ≥ 2 by a 2-D constant b only)"),
+            });
+        }
+        let k = ash[ash.len() - 1];
+        if bsh[0] != k {
+            return Err(CodegenError::InvalidOp {
+                op: OP,
+                reason: format!("inner dimensions differ: {ash:?} × {bsh:?}"),
+            });
+        }
+        let m = ash[..ash.len() - 1].iter().product();
+        let mut out_shape = ash[..ash.len() - 1].to_vec();
+        out_shape.push(bsh[1]);
+        let problem = Problem {
+            op: OP,
+            m,
+            k,
+            n: bsh[1],
+            trans_a: false,
+            trans_b: false,
+            b: f32_of(OP, b, "b")?,
+            alpha: 1.0,
+            bias: vec![0.0; bsh[1]],
+            addend: None,
+            act: None,
+            a_len: m * k,
+            out_shape,
+        };
+        Self::build(problem, a_ty, out_ty, options)
+    }
+
+    fn build(
+        p: Problem,
+        a_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
+        if a_ty.dtype != DType::F32 || out_ty.dtype != DType::F32 {
+            return Err(CodegenError::Unsupported {
+                op: p.op,
+                reason: format!("{} A, {} output (f32 only)", a_ty.dtype, out_ty.dtype),
+            });
+        }
+        if out_ty.shape != p.out_shape {
+            return Err(CodegenError::InvalidOp {
+                op: p.op,
+                reason: format!(
+                    "output type {:?}, the product is {:?}",
+                    out_ty.shape, p.out_shape
+                ),
+            });
+        }
+        if p.m == 0 || p.n == 0 || 4 * p.m * p.n.max(p.k) > u32::MAX as usize {
+            return Err(CodegenError::Unsupported {
+                op: p.op,
+                reason: format!(
+                    "{}×{}×{}: empty, or beyond the kernel's 32-bit offsets",
+                    p.m, p.k, p.n
+                ),
+            });
+        }
+        let micro = Micro {
+            groups: 1,
+            group_in_bytes: 0,
+            cout_g: p.n,
+            vectors: vectors_for(p.n),
+            k: p.k,
+            pixels: p.m,
+            channel_out_bytes: 4,
+            alpha: p.alpha,
+            residual: p.addend.is_some(),
+        };
+        let (m, k, n) = (p.m, p.k, p.n);
+        let b = p.b;
+        let packed = micro_pack(
+            &micro,
+            |_, c, kk| {
+                if p.trans_b {
+                    b[c * k + kk]
+                } else {
+                    b[kk * n + c]
+                }
+            },
+            |c| p.bias[c],
+        );
+        let rows: Vec<(u32, u32)> = (0..m)
+            .map(|i| {
+                let input = if p.trans_a { i } else { i * k };
+                (4 * input as u32, 4 * (i * n) as u32)
+            })
+            .collect();
+        let ks: Vec<u32> = (0..k)
+            .map(|kk| 4 * (if p.trans_a { kk * m } else { kk }) as u32)
+            .collect();
+        let tables = micro_tables(rows, &ks);
+        let mut jit = Jit::host(options)?;
+        let fma = jit.features().has_fma || !jit.features().is_x86_64();
+        let func = build_micro(&jit, &micro, p.act, fma);
+        let name = format!("{}_f32_{m}x{k}x{n}", p.op);
+        let code = jit.compile(&name, func)?;
+        // SAFETY: `code` is the entry of the function just compiled from five pointer
+        // parameters, no results, the target's C calling convention — `GemmFn`; it stays
+        // valid while `jit` lives, which the kernel owns.
+        let function = unsafe { std::mem::transmute::<*const u8, GemmFn>(code) };
+        Ok(GemmKernel {
+            name,
+            a_len: p.a_len,
+            out_shape: p.out_shape,
+            packed: AlignedBytes::from_bytes(&packed),
+            tables: AlignedBytes::from_bytes(&tables),
+            addend: p.addend,
+            macs: (m * k * n) as u64,
+            function,
+            code: KernelCode::new(jit),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn disassembly(&self) -> Option<&str> {
+        self.code.disassembly(&self.name)
+    }
+
+    pub fn macs(&self) -> u64 {
+        self.macs
+    }
+
+    pub fn run_into(&self, a: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
+        let out_len: usize = self.out_shape.iter().product();
+        if a.len() != self.a_len || out.len() != out_len {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name.clone(),
+                what: format!(
+                    "{} → {} elements; expected {} → {out_len}",
+                    a.len(),
+                    out.len(),
+                    self.a_len
+                ),
+            });
+        }
+        let addend = self.addend.as_deref().map_or(out.as_ptr(), <[f32]>::as_ptr);
+        // SAFETY: valid while `self.code` lives. The function reads the packed B and
+        // tables built for this problem, `a_len` elements of `a` at the table offsets
+        // (rows and columns of A inside its checked length), the `[M, N]` addend only when
+        // the kernel has one (owned, of that size), and writes the `M·N` elements of `out`.
+        unsafe {
+            (self.function)(
+                self.packed.as_slice().as_ptr(),
+                self.tables.as_slice().as_ptr(),
+                a.as_ptr(),
+                addend,
+                out.as_mut_ptr(),
+            )
+        };
+        Ok(())
+    }
+
+    pub fn run(&self, a: &Tensor) -> Result<Tensor, CodegenError> {
+        let bad = |what: String| CodegenError::BadBuffer {
+            kernel: self.name.clone(),
+            what,
+        };
+        let TensorData::F32(av) = a.data() else {
+            return Err(bad(format!("A is {}, expected f32", a.dtype())));
+        };
+        let mut out = vec![0f32; self.out_shape.iter().product()];
+        self.run_into(av, &mut out)?;
+        Tensor::new(self.out_shape.clone(), TensorData::F32(out)).map_err(|e| bad(e.to_string()))
+    }
+}
