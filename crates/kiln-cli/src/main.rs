@@ -2,8 +2,10 @@
 //! (`quantize`), execute (`run`) and demonstrate (`demo`) models. Library crates return typed errors; this binary
 //! adds the file being worked on.
 
+mod bench;
 mod demo;
 mod info;
+mod jit;
 mod load;
 mod opt;
 mod passes;
@@ -58,12 +60,22 @@ enum Command {
     /// --preprocess), quantizes convs, gemms, matmuls, adds, pools and data movement, and
     /// prints how close the quantized model is to the float one (`--report` per layer).
     Quantize(quantize::QuantizeArgs),
-    /// Run a model on .npy inputs with the reference interpreter and write one .npy per output.
+    /// Run a model on .npy inputs and write one .npy per output: compiled to machine code
+    /// (--backend jit, the default) or in the reference interpreter (--backend interp).
     ///
-    /// With `--quantize --calibration PATH` the model is quantized first and the integer
-    /// graph runs instead (fake-quantized evaluation); each output is compared with the
-    /// float run.
+    /// A QDQ model (onnxruntime's quantize_static, `kiln quantize -o m.onnx`) runs as int8
+    /// kernels. With `--quantize --calibration PATH` a float model is quantized first and the
+    /// integer graph runs instead; each output is compared with the float run.
     Run(run::RunArgs),
+    /// Benchmark a model compiled to machine code: compile time and where it goes, latency
+    /// median and p90 over --runs, activation memory; --compare-ort times onnxruntime (f32,
+    /// and int8 from its quantize_static) on the same inputs and threads.
+    ///
+    /// `kiln bench m.onnx --quantize --calibration samples/ --threads 1 --compare-ort`
+    /// benchmarks kiln's int8 code against onnxruntime. The last line is machine-readable:
+    /// `bench: model=NAME threads=N compile_ms=X median_ms=Y p90_ms=Z peak_bytes=B`
+    /// (then `ort_f32_median_ms=`, `ort_int8_median_ms=` with --compare-ort).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -76,6 +88,7 @@ fn main() {
         Command::Opt(args) => opt::opt(args),
         Command::Quantize(args) => quantize::quantize(args),
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", error_chain(&err));

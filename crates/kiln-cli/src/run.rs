@@ -1,6 +1,8 @@
-//! `kiln run`: execute a model on `.npy` inputs and write one `.npy` per graph output; with
-//! `--quantize`, execute its quantized integer graph and compare each output with the float run.
+//! `kiln run`: execute a model on `.npy` inputs — as JIT-compiled machine code (default) or in
+//! the reference interpreter — and write one `.npy` per graph output; with `--quantize`,
+//! execute its quantized integer graph and compare each output with the float run.
 
+use crate::jit::{self, StageTimes};
 use crate::load::load_model;
 use crate::quantize::{cosine_and_sqnr, real_values, QuantArgs};
 use crate::ModelArgs;
@@ -22,6 +24,15 @@ pub struct RunArgs {
     /// [A-Za-z0-9._-] in NAME become '_').
     #[arg(long = "output-dir", default_value = ".")]
     pub output_dir: PathBuf,
+    /// jit: compile the model to machine code for this CPU (a QDQ model's quantize/dequantize
+    /// pairs become integer kernels; -O1 first) and run that; interp: the reference
+    /// interpreter, on the graph as loaded. An op without a kernel is an error naming it.
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
+    pub backend: Backend,
+    /// Threads a large JIT kernel is split over (default: the host's cores). Results are
+    /// identical for every count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
     /// Quantize the model first (needs --calibration or --random-calibration) and run the
     /// integer graph instead of the float one; prints each output's cosine and SQNR against
     /// the float model on the same inputs.
@@ -31,7 +42,13 @@ pub struct RunArgs {
     pub quant: QuantArgs,
 }
 
-fn parse_input_file(s: &str) -> Result<(String, PathBuf), String> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Jit,
+    Interp,
+}
+
+pub fn parse_input_file(s: &str) -> Result<(String, PathBuf), String> {
     let (name, file) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=FILE.npy, got '{s}'"))?;
@@ -125,10 +142,38 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         (float_graph.clone(), None)
     };
-    let start = Instant::now();
-    let outputs = kiln_interp::run(&graph, &inputs)
-        .with_context(|| format!("running {}", args.model.model.display()))?;
-    let elapsed = start.elapsed();
+    if args.backend == Backend::Interp && args.threads.is_some() {
+        bail!("--threads applies to --backend jit (the interpreter runs on one thread)");
+    }
+    let (outputs, elapsed) = match args.backend {
+        Backend::Interp => {
+            let start = Instant::now();
+            let outputs = kiln_interp::run(&graph, &inputs)
+                .with_context(|| format!("running {}", args.model.model.display()))?;
+            (outputs, start.elapsed())
+        }
+        Backend::Jit => {
+            let path = &args.model.model;
+            let mut times = StageTimes::default();
+            let prepared = jit::prepare(&graph, path, &mut times)?;
+            let threads = args
+                .threads
+                .map_or_else(jit::default_threads, |n| n as usize);
+            let mut compiled = jit::compile(prepared, path, threads, &mut times)?;
+            eprintln!(
+                "compiled {} kernels in {:.1} ms ({}); arena {} bytes",
+                compiled.schedule().count(),
+                times.total().as_secs_f64() * 1e3,
+                times.summary(),
+                compiled.plan().peak_bytes
+            );
+            let start = Instant::now();
+            let outputs = compiled
+                .run(&inputs)
+                .with_context(|| format!("running the compiled {}", path.display()))?;
+            (outputs, start.elapsed())
+        }
+    };
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
     for (&v, t) in graph.outputs().iter().zip(&outputs) {
@@ -148,7 +193,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     println!(
-        "interpreter{}: {:.1} ms",
+        "{}{}: {:.1} ms",
+        match args.backend {
+            Backend::Jit => "jit",
+            Backend::Interp => "interpreter",
+        },
         if args.quantize {
             " (quantized graph)"
         } else {

@@ -1,10 +1,49 @@
-//! Small CLIF-building helpers shared by the kernel generators: counted loops, addresses
-//! with constant offsets, vector constants and reinterpreting casts, and the int8 inner
-//! product trees that Cranelift's x64 backend turns into single instructions.
+//! Small CLIF-building helpers shared by the kernel generators: a function's entry and
+//! exit, counted loops, addresses with constant offsets, vector constants and reinterpreting
+//! casts, and the int8 inner product trees that Cranelift's x64 backend turns into single
+//! instructions.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{self, types, BlockArg, InstBuilder, MemFlagsData, Value};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_codegen::ir::{
+    self, types, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+/// A function of `signature` for `target`: `body(builder, parameters)` fills it from the
+/// entry block on and gives the values to return from the block it ends in; every block is
+/// sealed at the end (kernels build loops with block parameters, never use-before-def
+/// across unsealed blocks).
+pub(crate) fn define_function_returning(
+    signature: Signature,
+    target: TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]) -> Vec<Value>,
+) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let results = body(&mut b, &params);
+    b.ins().return_(&results);
+    b.seal_all_blocks();
+    b.finalize(target);
+    func
+}
+
+/// [`define_function_returning`] for a kernel entry that returns nothing.
+pub(crate) fn define_function(
+    signature: Signature,
+    target: TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+) -> Function {
+    define_function_returning(signature, target, |b, params| {
+        body(b, params);
+        Vec::new()
+    })
+}
 
 /// Loads and stores through kernel arguments: the kernel's caller guarantees the buffers
 /// are in bounds (checked once in Rust before the call), so no access traps.

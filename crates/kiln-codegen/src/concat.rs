@@ -5,10 +5,11 @@
 //! computed).
 
 use crate::clif::{at, counted_loop, mem, scaled};
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
+use crate::tensor_io::shape_name;
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
 use kiln_ir::TensorType;
 
 const OP: &str = "concat";
@@ -18,7 +19,6 @@ type ConcatFn = unsafe extern "C" fn(*const *const u8, *mut u8);
 
 /// A compiled Concat.
 pub struct ConcatKernel {
-    name: String,
     /// Byte length of every input.
     input_bytes: Vec<usize>,
     out_bytes: usize,
@@ -27,13 +27,7 @@ pub struct ConcatKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for ConcatKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcatKernel")
-            .field("name", &self.name)
-            .finish()
-    }
-}
+kernel_identity!(ConcatKernel, code);
 
 impl ConcatKernel {
     /// Concatenate inputs of types `inputs` (one dtype, equal shapes but along `axis`).
@@ -82,34 +76,16 @@ impl ConcatKernel {
         }
         let mut jit = Jit::host(options)?;
         let func = build_function(&jit, outer, &blocks);
-        let name = format!(
-            "concat_{}",
-            expected
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x")
-        );
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from two pointer
-        // parameters, no results, the target's C calling convention — `ConcatFn`; it stays
-        // valid while `jit` lives, which the kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, ConcatFn>(code) };
+        let name = format!("concat_{}", shape_name(&expected));
+        // SAFETY: `build_function` builds two pointer parameters and no results —
+        // `ConcatFn`; the kernel owns `jit`, so the code outlives every call.
+        let function: ConcatFn = unsafe { jit.compile_as(&name, func)? };
         Ok(ConcatKernel {
-            name,
             input_bytes: blocks.iter().map(|b| b * outer).collect(),
             out_bytes,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     /// Concatenate the inputs' bytes (in input order) into `out`.
@@ -117,7 +93,7 @@ impl ConcatKernel {
         let lens: Vec<usize> = inputs.iter().map(|i| i.len()).collect();
         if lens != self.input_bytes || out.len() != self.out_bytes {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "inputs of {lens:?} bytes → {}; expected {:?} → {}",
                     out.len(),
@@ -138,42 +114,45 @@ impl ConcatKernel {
 /// `fn(inputs, out)`: per input `k` and row `o`, copy `blocks[k]` bytes from
 /// `inputs[k] + o·blocks[k]` to `out + o·Σblocks + Σ_{j<k} blocks[j]`.
 fn build_function(jit: &Jit, outer: usize, blocks: &[usize]) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(2));
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (pointers, out) = (p[0], p[1]);
-    let row: usize = blocks.iter().sum();
     let ptr_ty = jit.pointer_type();
-    let ptr_bytes = ptr_ty.bytes() as usize;
-    let mut offset = 0;
-    for (k, &block) in blocks.iter().enumerate() {
-        let (addr, off) = at(&mut b, pointers, k * ptr_bytes);
-        let src = b.ins().load(ptr_ty, mem().with_readonly(), addr, off);
-        let dst = b.ins().iadd_imm_u(out, offset as i64);
-        counted_loop(&mut b, outer, |b, o| {
-            let from = scaled(b, src, o, block);
-            let to = scaled(b, dst, o, row);
-            counted_loop(b, block / 16, |b, v| {
-                let f = scaled(b, from, v, 16);
-                let t = scaled(b, to, v, 16);
-                let x = b.ins().load(types::I8X16, mem().with_readonly(), f, 0);
-                b.ins().store(mem(), x, t, 0);
-            });
-            for byte in block / 16 * 16..block {
-                let x = b
-                    .ins()
-                    .load(types::I8, mem().with_readonly(), from, byte as i32);
-                b.ins().store(mem(), x, to, byte as i32);
-            }
+    jit.define_kernel(2, |b, p| {
+        let (pointers, out) = (p[0], p[1]);
+        let row: usize = blocks.iter().sum();
+        let mut offset = 0;
+        for (k, &block) in blocks.iter().enumerate() {
+            let (addr, off) = at(b, pointers, k * ptr_ty.bytes() as usize);
+            let src = b.ins().load(ptr_ty, mem().with_readonly(), addr, off);
+            let dst = b.ins().iadd_imm_u(out, offset as i64);
+            copy_rows(b, src, dst, outer, block, row);
+            offset += block;
+        }
+    })
+}
+
+/// Copy `outer` blocks of `block` bytes from consecutive places at `src` to places `row`
+/// bytes apart from `dst`: 16 bytes per vector move, the last `block % 16` one at a time.
+fn copy_rows(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    outer: usize,
+    block: usize,
+    row: usize,
+) {
+    counted_loop(b, outer, |b, o| {
+        let from = scaled(b, src, o, block);
+        let to = scaled(b, dst, o, row);
+        counted_loop(b, block / 16, |b, v| {
+            let f = scaled(b, from, v, 16);
+            let t = scaled(b, to, v, 16);
+            let x = b.ins().load(types::I8X16, mem().with_readonly(), f, 0);
+            b.ins().store(mem(), x, t, 0);
         });
-        offset += block;
-    }
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
+        for byte in block / 16 * 16..block {
+            let x = b
+                .ins()
+                .load(types::I8, mem().with_readonly(), from, byte as i32);
+            b.ins().store(mem(), x, to, byte as i32);
+        }
+    });
 }

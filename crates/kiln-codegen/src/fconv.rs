@@ -1,4 +1,4 @@
-//! f32 convolution (`Op::Conv`: x, w, [b], [residual], fused activation) as an implicit
+//! f32 convolution (`Op::Conv`: x, w, optional b and residual, fused activation) as an implicit
 //! GEMM with an `MR × NR` register block of F32X4 accumulators: 4 output pixels × 2 vectors
 //! of 4 output channels, each k-step (one input channel, one tap) loading the 2 weight
 //! vectors once and broadcasting one input value per pixel into `fma`s (or `mulps`+`addps`
@@ -17,13 +17,14 @@
 
 use crate::clif::{at, counted_loop, mem, mem_aligned, scaled};
 use crate::fact::activate;
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::plan::{Geometry, SP};
 use crate::qconv::AlignedBytes;
+use crate::tensor_io::{f32_constant, f32_operand, f32_result, shape_name};
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use kiln_ir::{Activation, ConvAttrs, DType, Tensor, TensorData, TensorType};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::{Activation, ConvAttrs, DType, Tensor, TensorType};
 
 const OP: &str = "conv";
 /// Output pixels per register block.
@@ -31,8 +32,10 @@ const MR: usize = 4;
 /// Lanes of an F32X4.
 const LANES: usize = 4;
 
-/// `(packed, tables, scratch, residual, out)` for one batch item.
-type ConvFn = unsafe extern "C" fn(*const u8, *const u8, *const u8, *const f32, *mut f32);
+/// A [`build_micro`] function: `(packed, tables, input, residual, out)` for one batch item
+/// (the residual is read only when the micro-kernel has one).
+pub(crate) type MicroFn =
+    unsafe extern "C" fn(*const u8, *const u8, *const u8, *const f32, *mut f32);
 
 /// A Conv node's operands for [`FConvKernel::compile`]: the weights and bias are constants
 /// (packed into the kernel); `x` and the residual are read at run time.
@@ -65,9 +68,6 @@ impl Plan {
     fn out_pixels(&self) -> usize {
         self.geo.output.iter().product()
     }
-    fn in_pixels(&self) -> usize {
-        self.geo.input.iter().product()
-    }
     fn plane(&self) -> usize {
         self.padded.iter().product()
     }
@@ -76,38 +76,19 @@ impl Plan {
     }
 }
 
-fn f32_data<'t>(t: &'t Tensor, what: &str) -> Result<&'t [f32], CodegenError> {
-    match t.data() {
-        TensorData::F32(v) => Ok(v),
-        _ => Err(CodegenError::Unsupported {
-            op: OP,
-            reason: format!("{what} is {}, expected f32", t.dtype()),
-        }),
-    }
-}
-
 /// A compiled f32 Conv.
 pub struct FConvKernel {
-    name: String,
     plan: Plan,
     /// Weights, then biases.
     packed: AlignedBytes,
     /// Pixel table (`(input offset, output offset)` u32 byte pairs), then the k table (u32).
     tables: AlignedBytes,
-    function: ConvFn,
+    function: MicroFn,
     /// Declared last: `function` points into it.
     code: KernelCode,
 }
 
-impl std::fmt::Debug for FConvKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FConvKernel")
-            .field("name", &self.name)
-            .field("x", &self.plan.x_shape)
-            .field("out", &self.plan.out_shape)
-            .finish()
-    }
-}
+kernel_identity!(FConvKernel, code);
 
 /// Working memory of an [`FConvKernel`]: one batch item's zero-padded input.
 #[derive(Debug)]
@@ -118,36 +99,7 @@ pub struct FConvScratch {
 impl FConvKernel {
     pub fn compile(node: &FConvNode, options: &JitOptions) -> Result<FConvKernel, CodegenError> {
         let geo = Geometry::new(OP, &node.x_ty.shape, node.w.shape(), node.attrs)?;
-        if node.x_ty.dtype != DType::F32 || node.out_ty.dtype != DType::F32 {
-            return Err(CodegenError::Unsupported {
-                op: OP,
-                reason: format!(
-                    "{} input, {} output (f32 only)",
-                    node.x_ty.dtype, node.out_ty.dtype
-                ),
-            });
-        }
-        let w = f32_data(node.w, "the weight")?;
-        let bias = match node.bias {
-            Some(b) if b.shape() != [geo.c_out] => {
-                return Err(CodegenError::InvalidOp {
-                    op: OP,
-                    reason: format!("bias shape {:?}, expected [{}]", b.shape(), geo.c_out),
-                })
-            }
-            Some(b) => Some(f32_data(b, "the bias")?),
-            None => None,
-        };
         let out_shape = geo.output_shape();
-        if node.out_ty.shape != out_shape {
-            return Err(CodegenError::InvalidOp {
-                op: OP,
-                reason: format!(
-                    "output type {:?}, the conv gives {out_shape:?}",
-                    node.out_ty.shape
-                ),
-            });
-        }
         let cin_g = geo.c_in / geo.groups;
         let cout_g = geo.c_out / geo.groups;
         let vectors = vectors_for(cout_g);
@@ -164,15 +116,14 @@ impl FConvKernel {
             residual: node.residual,
             geo,
         };
-        let scratch_bytes = 4 * plan.geo.c_in * plan.plane();
-        if scratch_bytes > u32::MAX as usize
-            || 4 * plan.geo.c_out * plan.out_pixels() > u32::MAX as usize
-        {
-            return Err(CodegenError::Unsupported {
-                op: OP,
-                reason: "tensors exceed the kernel's 32-bit offsets".to_string(),
-            });
-        }
+        let (w, bias) = f32_conv_operands(
+            OP,
+            [node.x_ty, node.out_ty],
+            &plan.out_shape,
+            node.w,
+            node.bias,
+            4 * plan.geo.c_in * plan.plane(),
+        )?;
         let k = plan.k();
         let packed = AlignedBytes::from_bytes(&micro_pack(
             &plan.micro(),
@@ -184,35 +135,17 @@ impl FConvKernel {
         let mut jit = Jit::host(options)?;
         let fma = jit.features().has_fma || !jit.features().is_x86_64();
         let func = build_micro(&jit, &plan.micro(), node.attrs.act.as_ref(), fma);
-        let name = format!(
-            "conv_f32_{}",
-            plan.out_shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x")
-        );
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from five pointer
-        // parameters, no results, the target's C calling convention — `ConvFn`; it stays
-        // valid while `jit` lives, which the kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, ConvFn>(code) };
+        let name = format!("conv_f32_{}", shape_name(&plan.out_shape));
+        // SAFETY: `build_micro` builds five pointer parameters and no results — `MicroFn`;
+        // the kernel owns `jit`, so the code outlives every call.
+        let function: MicroFn = unsafe { jit.compile_as(&name, func)? };
         Ok(FConvKernel {
-            name,
             plan,
             packed,
             tables,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn output_shape(&self) -> &[usize] {
@@ -256,7 +189,7 @@ impl FConvKernel {
             || scratch.bytes.as_slice().len() != self.scratch_bytes()
         {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "x {} → out {} (residual {:?}), scratch {} bytes; expected {x_len} → \
                      {out_len} (residual {}), scratch {}",
@@ -272,7 +205,13 @@ impl FConvKernel {
         let batch = plan.geo.batch;
         let (x_image, out_image) = (x_len / batch.max(1), out_len / batch.max(1));
         for n in 0..batch {
-            fill_scratch(plan, &x[n * x_image..(n + 1) * x_image], &mut scratch.bytes);
+            fill_zero_padded(
+                &x[n * x_image..(n + 1) * x_image],
+                &mut scratch.bytes,
+                plan.geo.input,
+                plan.padded,
+                plan.geo.pad_begin,
+            );
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
             // the function reads no residual when the node has none: any valid pointer
             let residual_n = residual.map_or(out_n.as_ptr(), |r| r[n * out_image..].as_ptr());
@@ -296,42 +235,81 @@ impl FConvKernel {
 
     /// Run on tensors (allocates output and scratch).
     pub fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor, CodegenError> {
-        let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
-            what,
-        };
-        let TensorData::F32(xv) = x.data() else {
-            return Err(bad(format!("input is {}, expected f32", x.dtype())));
-        };
-        if x.shape() != self.plan.x_shape.as_slice() {
-            return Err(bad(format!(
-                "input shape {:?}, expected {:?}",
-                x.shape(),
-                self.plan.x_shape
-            )));
-        }
+        let plan = &self.plan;
+        let xv = f32_operand(self.name(), x, Some(&plan.x_shape))?;
         let r = match residual {
-            Some(r) => match r.data() {
-                TensorData::F32(v) if r.shape() == self.plan.out_shape.as_slice() => Some(&v[..]),
-                _ => return Err(bad(format!("residual {:?} {}", r.shape(), r.dtype()))),
-            },
+            Some(r) => Some(f32_operand(self.name(), r, Some(&plan.out_shape))?),
             None => None,
         };
-        let mut out = vec![0f32; self.plan.out_shape.iter().product()];
+        let mut out = vec![0f32; plan.out_shape.iter().product()];
         self.run_into(xv, r, &mut out, &mut self.new_scratch())?;
-        Tensor::new(self.plan.out_shape.clone(), TensorData::F32(out))
-            .map_err(|e| bad(e.to_string()))
+        f32_result(self.name(), &plan.out_shape, out)
     }
 }
 
-/// Copy one batch item into the zero-padded scratch (its border stays zero).
-fn fill_scratch(plan: &Plan, x: &[f32], scratch: &mut AlignedBytes) {
+/// The operands of an f32 conv-like node `op` (Conv, ConvTranspose) checked as the
+/// interpreter checks them — f32 input and output (`[x_ty, out_ty]`), the output of
+/// `out_shape`, f32 constant weights, a bias of one value per output channel — and within
+/// the kernels' 32-bit offsets (`scratch_bytes` of padded input, one output image); the
+/// weights' and the bias' values.
+pub(crate) fn f32_conv_operands<'t>(
+    op: &'static str,
+    [x_ty, out_ty]: [&TensorType; 2],
+    out_shape: &[usize],
+    w: &'t Tensor,
+    bias: Option<&'t Tensor>,
+    scratch_bytes: usize,
+) -> Result<(&'t [f32], Option<&'t [f32]>), CodegenError> {
+    if x_ty.dtype != DType::F32 || out_ty.dtype != DType::F32 {
+        return Err(CodegenError::Unsupported {
+            op,
+            reason: format!("{} input, {} output (f32 only)", x_ty.dtype, out_ty.dtype),
+        });
+    }
+    if out_ty.shape != out_shape {
+        return Err(CodegenError::InvalidOp {
+            op,
+            reason: format!("output type {:?}, the op gives {out_shape:?}", out_ty.shape),
+        });
+    }
+    let c_out = out_shape[1];
+    let bias = match bias {
+        Some(b) if b.shape() != [c_out] => {
+            return Err(CodegenError::InvalidOp {
+                op,
+                reason: format!("bias shape {:?}, expected [{c_out}]", b.shape()),
+            })
+        }
+        Some(b) => Some(f32_constant(op, b, "the bias")?),
+        None => None,
+    };
+    let out_image_bytes = 4 * out_shape[1..].iter().product::<usize>();
+    if scratch_bytes > u32::MAX as usize || out_image_bytes > u32::MAX as usize {
+        return Err(CodegenError::Unsupported {
+            op,
+            reason: "tensors exceed the kernel's 32-bit offsets".to_string(),
+        });
+    }
+    Ok((f32_constant(op, w, "the weight")?, bias))
+}
+
+/// Copy one batch item (`[C][D][H][W]` of extents `input`) into a zero-padded scratch
+/// `[C][padded]` at offset `pad_begin` in each spatial dim; the border is never written, so
+/// it stays zero from the scratch's allocation on.
+pub(crate) fn fill_zero_padded(
+    x: &[f32],
+    scratch: &mut AlignedBytes,
+    input: [usize; SP],
+    padded: [usize; SP],
+    pad_begin: [usize; SP],
+) {
     // 16-byte aligned and a whole number of floats long
     let floats: &mut [f32] = bytemuck::cast_slice_mut(scratch.as_mut_slice());
-    let [pd, ph, pw] = plan.padded;
-    let [d_n, h_n, w_n] = plan.geo.input;
-    let [bd, bh, bw] = plan.geo.pad_begin;
-    for c in 0..plan.geo.c_in {
+    let [pd, ph, pw] = padded;
+    let [d_n, h_n, w_n] = input;
+    let [bd, bh, bw] = pad_begin;
+    let channels = x.len() / (d_n * h_n * w_n).max(1);
+    for c in 0..channels {
         for d in 0..d_n {
             for h in 0..h_n {
                 let dst = ((c * pd + d + bd) * ph + h + bh) * pw + bw;
@@ -340,7 +318,6 @@ fn fill_scratch(plan: &Plan, x: &[f32], scratch: &mut AlignedBytes) {
             }
         }
     }
-    debug_assert_eq!(plan.in_pixels() * plan.geo.c_in, x.len());
 }
 
 impl Plan {
@@ -489,14 +466,19 @@ pub(crate) fn build_micro(
     act: Option<&Activation>,
     fma: bool,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(5));
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (packed, tables, scratch, residual, out) = (p[0], p[1], p[2], p[3], p[4]);
+    jit.define_kernel(5, |b, p| {
+        emit_micro(b, micro, act, fma, [p[0], p[1], p[2], p[3], p[4]]);
+    })
+}
+
+/// The body of [`build_micro`] over its five parameters.
+fn emit_micro(
+    b: &mut FunctionBuilder,
+    micro: &Micro,
+    act: Option<&Activation>,
+    fma: bool,
+    [packed, tables, scratch, residual, out]: [Value; 5],
+) {
     let nr = micro.vectors;
     let tc = micro.tile_channels();
     let tiles = micro.tiles();
@@ -507,7 +489,7 @@ pub(crate) fn build_micro(
     let k_table = micro.k_table();
     let plane_out = micro.channel_out_bytes;
     let ro = mem_aligned().with_readonly();
-    counted_loop(&mut b, micro.groups, |b, g| {
+    counted_loop(b, micro.groups, |b, g| {
         let group_in = b.ins().imul_imm_u(g, micro.group_in_bytes as i64);
         let group_in = b.ins().iadd(scratch, group_in);
         let full_tiles = if micro.cout_g.is_multiple_of(tc) {
@@ -615,8 +597,4 @@ pub(crate) fn build_micro(
             emit_tile(b, t, micro.cout_g - full_tiles * tc);
         }
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
 }

@@ -13,11 +13,12 @@
 
 use crate::clif::{counted_loop, mem, mem_aligned, scaled};
 use crate::fact::activate;
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;
+use crate::tensor_io::{f32_operand, f32_result, shape_name};
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
 use kiln_ir::{Activation, BinaryOp, DType, Tensor, TensorData, TensorType};
 
 /// How an operand is read along a row.
@@ -34,7 +35,6 @@ type RowFn = unsafe extern "C" fn(*const u8, *const f32, *const f32, *const f32,
 
 /// The compiled row program shared by the elementwise kernels.
 struct Rows {
-    name: String,
     /// Element counts each operand buffer must have.
     operand_lens: Vec<usize>,
     out_len: usize,
@@ -75,18 +75,15 @@ impl Rows {
         );
         let mut jit = Jit::host(options)?;
         let func = build_rows(&jit, reads, offsets.len(), n, body);
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from five pointer
-        // parameters, no results, the target's C calling convention — `RowFn`; it stays
-        // valid while `jit` lives, which this kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, RowFn>(code) };
+        // SAFETY: `build_rows` builds five pointer parameters and no results — `RowFn`;
+        // the kernel owns `jit`, so the code outlives every call.
+        let function: RowFn = unsafe { jit.compile_as(&name, func)? };
         Ok(Rows {
-            name,
             operand_lens,
             out_len: offsets.len() * n,
             table,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
     }
 
@@ -94,7 +91,7 @@ impl Rows {
         let lens: Vec<usize> = operands.iter().map(|o| o.len()).collect();
         if lens != self.operand_lens || out.len() != self.out_len {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.code.name().to_string(),
                 what: format!(
                     "operands of {lens:?} → {} elements; expected {:?} → {}",
                     out.len(),
@@ -128,17 +125,22 @@ fn build_rows(
     n: usize,
     body: &dyn Fn(&mut FunctionBuilder, &[Value]) -> Value,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(5));
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (table, out) = (p[0], p[4]);
-    let operands = &p[1..1 + reads.len()];
+    jit.define_kernel(5, |b, p| emit_rows(b, reads, rows, n, body, p))
+}
+
+/// The body of [`build_rows`] over its parameters `(table, p0, p1, p2, out)`.
+fn emit_rows(
+    b: &mut FunctionBuilder,
+    reads: &[Read],
+    rows: usize,
+    n: usize,
+    body: &dyn Fn(&mut FunctionBuilder, &[Value]) -> Value,
+    params: &[Value],
+) {
+    let (table, out) = (params[0], params[4]);
+    let operands = &params[1..1 + reads.len()];
     let ro = mem().with_readonly();
-    counted_loop(&mut b, rows, |b, row| {
+    counted_loop(b, rows, |b, row| {
         let entry = scaled(b, table, row, 4 * reads.len());
         // per operand: its row pointer, or the row's broadcast vector
         let mut bases = Vec::with_capacity(reads.len());
@@ -190,18 +192,6 @@ fn build_rows(
             b.ins().store(mem(), s, out_row, (4 * e) as i32);
         }
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
-}
-
-fn shape_name(shape: &[usize]) -> String {
-    shape
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
 }
 
 fn require_f32(op: &'static str, tys: &[&TensorType]) -> Result<(), CodegenError> {
@@ -214,36 +204,13 @@ fn require_f32(op: &'static str, tys: &[&TensorType]) -> Result<(), CodegenError
     }
 }
 
-fn tensor_f32<'t>(kernel: &str, t: &'t Tensor) -> Result<&'t [f32], CodegenError> {
-    match t.data() {
-        TensorData::F32(v) => Ok(v),
-        _ => Err(CodegenError::BadBuffer {
-            kernel: kernel.to_string(),
-            what: format!("a {} tensor, expected f32", t.dtype()),
-        }),
-    }
-}
-
-fn output(kernel: &str, shape: &[usize], data: Vec<f32>) -> Result<Tensor, CodegenError> {
-    Tensor::new(shape.to_vec(), TensorData::F32(data)).map_err(|e| CodegenError::BadBuffer {
-        kernel: kernel.to_string(),
-        what: e.to_string(),
-    })
-}
-
 /// A compiled f32 activation (`Op::Activation` on an f32 tensor).
 pub struct ActivationKernel {
     rows: Rows,
     shape: Vec<usize>,
 }
 
-impl std::fmt::Debug for ActivationKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActivationKernel")
-            .field("name", &self.rows.name)
-            .finish()
-    }
-}
+kernel_identity!(ActivationKernel, rows.code);
 
 impl ActivationKernel {
     pub fn compile(
@@ -269,22 +236,14 @@ impl ActivationKernel {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.rows.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.rows.code.disassembly(&self.rows.name)
-    }
-
     pub fn run_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
         self.rows.run(&[x], out)
     }
 
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let mut out = vec![0f32; self.rows.out_len];
-        self.run_into(tensor_f32(&self.rows.name, x)?, &mut out)?;
-        output(&self.rows.name, &self.shape, out)
+        self.run_into(f32_operand(self.name(), x, None)?, &mut out)?;
+        f32_result(self.name(), &self.shape, out)
     }
 }
 
@@ -293,11 +252,7 @@ type BroadcastRows = (usize, [Read; 2], Vec<Vec<usize>>);
 
 /// Numpy broadcasting of `a` and `b` to `out` collapsed to rows: `(n, reads, per-row
 /// element offsets)`, or why the shapes do not broadcast.
-fn broadcast_rows(
-    a: &[usize],
-    b: &[usize],
-    out: &[usize],
-) -> Result<BroadcastRows, String> {
+fn broadcast_rows(a: &[usize], b: &[usize], out: &[usize]) -> Result<BroadcastRows, String> {
     let rank = out.len();
     if a.len() > rank || b.len() > rank {
         return Err(format!("{a:?} and {b:?} are not broadcast to {out:?}"));
@@ -362,13 +317,7 @@ pub struct BinaryKernel {
     shape: Vec<usize>,
 }
 
-impl std::fmt::Debug for BinaryKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BinaryKernel")
-            .field("name", &self.rows.name)
-            .finish()
-    }
-}
+kernel_identity!(BinaryKernel, rows.code);
 
 impl BinaryKernel {
     pub fn compile(
@@ -407,10 +356,6 @@ impl BinaryKernel {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.rows.name
-    }
-
     pub fn run_into(&self, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
         self.rows.run(&[a, b], out)
     }
@@ -418,11 +363,11 @@ impl BinaryKernel {
     pub fn run(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, CodegenError> {
         let mut out = vec![0f32; self.rows.out_len];
         self.run_into(
-            tensor_f32(&self.rows.name, a)?,
-            tensor_f32(&self.rows.name, b)?,
+            f32_operand(self.name(), a, None)?,
+            f32_operand(self.name(), b, None)?,
             &mut out,
         )?;
-        output(&self.rows.name, &self.shape, out)
+        f32_result(self.name(), &self.shape, out)
     }
 }
 
@@ -437,13 +382,7 @@ pub struct BatchNormKernel {
     shape: Vec<usize>,
 }
 
-impl std::fmt::Debug for BatchNormKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchNormKernel")
-            .field("name", &self.rows.name)
-            .finish()
-    }
-}
+kernel_identity!(BatchNormKernel, rows.code);
 
 impl BatchNormKernel {
     /// `params` are the constant scale, bias, mean and var (one value per channel).
@@ -509,18 +448,14 @@ impl BatchNormKernel {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.rows.name
-    }
-
     pub fn run_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
         self.rows.run(&[x, &self.params, &self.params], out)
     }
 
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let mut out = vec![0f32; self.rows.out_len];
-        self.run_into(tensor_f32(&self.rows.name, x)?, &mut out)?;
-        output(&self.rows.name, &self.shape, out)
+        self.run_into(f32_operand(self.name(), x, None)?, &mut out)?;
+        f32_result(self.name(), &self.shape, out)
     }
 }
 
@@ -530,7 +465,6 @@ impl BatchNormKernel {
 /// Columns are `inner`-strided; 4 adjacent ones run per F32X4 step, the last `inner % 4`
 /// one at a time through the same vector code.
 pub struct SoftmaxKernel {
-    name: String,
     len: usize,
     shape: Vec<usize>,
     function: SoftmaxFn,
@@ -538,16 +472,10 @@ pub struct SoftmaxKernel {
     code: KernelCode,
 }
 
+kernel_identity!(SoftmaxKernel, code);
+
 /// `(x, out)`.
 type SoftmaxFn = unsafe extern "C" fn(*const f32, *mut f32);
-
-impl std::fmt::Debug for SoftmaxKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftmaxKernel")
-            .field("name", &self.name)
-            .finish()
-    }
-}
 
 impl SoftmaxKernel {
     pub fn compile(
@@ -583,32 +511,21 @@ impl SoftmaxKernel {
         let mut jit = Jit::host(options)?;
         let func = build_softmax(&jit, outer, dim, inner);
         let name = format!("softmax_f32_{}", shape_name(shape));
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from two pointer
-        // parameters, no results, the target's C calling convention — `SoftmaxFn`; it stays
-        // valid while `jit` lives, which the kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, SoftmaxFn>(code) };
+        // SAFETY: `build_softmax` builds two pointer parameters and no results —
+        // `SoftmaxFn`; the kernel owns `jit`, so the code outlives every call.
+        let function: SoftmaxFn = unsafe { jit.compile_as(&name, func)? };
         Ok(SoftmaxKernel {
-            name,
             len,
             shape: shape.clone(),
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn run_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
         if x.len() != self.len || out.len() != self.len {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "{} → {} elements; expected {} → {}",
                     x.len(),
@@ -627,20 +544,24 @@ impl SoftmaxKernel {
 
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let mut out = vec![0f32; self.len];
-        self.run_into(tensor_f32(&self.name, x)?, &mut out)?;
-        output(&self.name, &self.shape, out)
+        self.run_into(f32_operand(self.name(), x, None)?, &mut out)?;
+        f32_result(self.name(), &self.shape, out)
     }
 }
 
 fn build_softmax(jit: &Jit, outer: usize, dim: usize, inner: usize) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(2));
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (x, out) = (p[0], p[1]);
+    jit.define_kernel(2, |b, p| emit_softmax(b, outer, dim, inner, p[0], p[1]))
+}
+
+/// The body of [`build_softmax`] over its parameters `x` and `out`.
+fn emit_softmax(
+    b: &mut FunctionBuilder,
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    x: Value,
+    out: Value,
+) {
     let acc = b.declare_var(types::F32X4);
     let stride = 4 * inner;
     let rw = mem();
@@ -692,7 +613,7 @@ fn build_softmax(jit: &Jit, outer: usize, dim: usize, inner: usize) -> Function 
             store(b, os, k, q);
         });
     };
-    counted_loop(&mut b, outer, |b, o| {
+    counted_loop(b, outer, |b, o| {
         let row = b.ins().imul_imm_u(o, (4 * dim * inner) as i64);
         let xs = b.ins().iadd(x, row);
         let os = b.ins().iadd(out, row);
@@ -707,8 +628,4 @@ fn build_softmax(jit: &Jit, outer: usize, dim: usize, inner: usize) -> Function 
             columns(b, xi, oi, 1);
         }
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
 }

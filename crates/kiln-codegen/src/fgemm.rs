@@ -1,5 +1,5 @@
 //! f32 Gemm (`Op::Gemm`: alpha, beta, transposes, C, fused activation) and MatMul
-//! (`Op::MatMul`) with a constant `B`, on the f32 conv's micro-kernel ([`build_micro`]):
+//! (`Op::MatMul`) with a constant `B`, on the f32 conv's micro-kernel (`fconv::build_micro`):
 //! a row of A is a "pixel", a column of B an output channel, so B is packed at compile
 //! time as `[column tile][k][NR]` F32X4 vectors and each k-step broadcasts one element of A
 //! per row. `beta · C` is evaluated at compile time: a C that broadcasts along the rows
@@ -7,17 +7,17 @@
 //! The epilogue is the interpreter's `alpha · (A·B) + beta·C`, then the activation.
 
 use crate::fconv::{build_micro, micro_pack, micro_tables, vectors_for, Micro};
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;
+use crate::tensor_io::{f32_constant, f32_operand, f32_result};
 use crate::CodegenError;
-use kiln_ir::{Activation, DType, GemmAttrs, Tensor, TensorData, TensorType};
+use kiln_ir::{Activation, DType, GemmAttrs, Tensor, TensorType};
 
 /// `(packed, tables, a, addend, out)`.
 type GemmFn = unsafe extern "C" fn(*const u8, *const u8, *const f32, *const f32, *mut f32);
 
 /// A compiled f32 Gemm or MatMul with a constant right operand.
 pub struct GemmKernel {
-    name: String,
     a_len: usize,
     out_shape: Vec<usize>,
     packed: AlignedBytes,
@@ -30,24 +30,7 @@ pub struct GemmKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for GemmKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GemmKernel")
-            .field("name", &self.name)
-            .field("out", &self.out_shape)
-            .finish()
-    }
-}
-
-fn f32_of<'t>(op: &'static str, t: &'t Tensor, what: &str) -> Result<&'t [f32], CodegenError> {
-    match t.data() {
-        TensorData::F32(v) => Ok(v),
-        _ => Err(CodegenError::Unsupported {
-            op,
-            reason: format!("{what} is {}, expected f32", t.dtype()),
-        }),
-    }
-}
+kernel_identity!(GemmKernel, code);
 
 /// The problem after validation: `out[m][n] = alpha · Σ_k A(m, k) · B(k, n) + …`.
 struct Problem<'a> {
@@ -102,7 +85,7 @@ impl GemmKernel {
         }
         let (mut bias, mut addend) = (vec![0f32; n], None);
         if let Some(c) = c {
-            let cv = f32_of(OP, c, "C")?;
+            let cv = f32_constant(OP, c, "C")?;
             let beta = attrs.beta;
             // C right-aligned against [m, n]; each dim 1 or equal
             let csh = c.shape();
@@ -139,7 +122,7 @@ impl GemmKernel {
             n,
             trans_a: attrs.trans_a,
             trans_b: attrs.trans_b,
-            b: f32_of(OP, b, "B")?,
+            b: f32_constant(OP, b, "B")?,
             alpha: attrs.alpha,
             bias,
             addend,
@@ -183,7 +166,7 @@ impl GemmKernel {
             n: bsh[1],
             trans_a: false,
             trans_b: false,
-            b: f32_of(OP, b, "b")?,
+            b: f32_constant(OP, b, "b")?,
             alpha: 1.0,
             bias: vec![0.0; bsh[1]],
             addend: None,
@@ -262,13 +245,10 @@ impl GemmKernel {
         let fma = jit.features().has_fma || !jit.features().is_x86_64();
         let func = build_micro(&jit, &micro, p.act, fma);
         let name = format!("{}_f32_{m}x{k}x{n}", p.op);
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from five pointer
-        // parameters, no results, the target's C calling convention — `GemmFn`; it stays
-        // valid while `jit` lives, which the kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, GemmFn>(code) };
+        // SAFETY: `build_micro` builds five pointer parameters and no results — `GemmFn`;
+        // the kernel owns `jit`, so the code outlives every call.
+        let function: GemmFn = unsafe { jit.compile_as(&name, func)? };
         Ok(GemmKernel {
-            name,
             a_len: p.a_len,
             out_shape: p.out_shape,
             packed: AlignedBytes::from_bytes(&packed),
@@ -276,16 +256,8 @@ impl GemmKernel {
             addend: p.addend,
             macs: (m * k * n) as u64,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn macs(&self) -> u64 {
@@ -296,7 +268,7 @@ impl GemmKernel {
         let out_len: usize = self.out_shape.iter().product();
         if a.len() != self.a_len || out.len() != out_len {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "{} → {} elements; expected {} → {out_len}",
                     a.len(),
@@ -323,15 +295,9 @@ impl GemmKernel {
     }
 
     pub fn run(&self, a: &Tensor) -> Result<Tensor, CodegenError> {
-        let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
-            what,
-        };
-        let TensorData::F32(av) = a.data() else {
-            return Err(bad(format!("A is {}, expected f32", a.dtype())));
-        };
+        let av = f32_operand(self.name(), a, None)?;
         let mut out = vec![0f32; self.out_shape.iter().product()];
         self.run_into(av, &mut out)?;
-        Tensor::new(self.out_shape.clone(), TensorData::F32(out)).map_err(|e| bad(e.to_string()))
+        f32_result(self.name(), &self.out_shape, out)
     }
 }

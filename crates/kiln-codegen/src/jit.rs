@@ -3,10 +3,11 @@
 //! when dropped; plus [`IsaFeatures`], the instruction-set extensions the kernels select on.
 
 use crate::CodegenError;
-use cranelift_codegen::ir::{self, AbiParam, Function, Signature, UserFuncName};
+use cranelift_codegen::ir::{self, AbiParam, Function, Signature, UserFuncName, Value};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
@@ -184,6 +185,39 @@ impl Jit {
         Ok(code)
     }
 
+    /// A kernel entry `extern "C" fn(p0, p1, …)` of `pointer_args` pointer-sized
+    /// parameters and no result, its body built by `body(builder, parameters)`.
+    pub(crate) fn define_kernel(
+        &self,
+        pointer_args: usize,
+        body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+    ) -> Function {
+        crate::clif::define_function(
+            self.pointer_signature(pointer_args),
+            self.target_config(),
+            body,
+        )
+    }
+
+    /// [`Jit::compile`], the entry returned as the function pointer type `F`.
+    ///
+    /// # Safety
+    /// `F` must be an `extern "C"` function pointer type whose parameters and results are
+    /// those of `func`'s signature. The pointer is valid only while this `Jit` lives.
+    pub(crate) unsafe fn compile_as<F: Copy>(
+        &mut self,
+        name: &str,
+        func: Function,
+    ) -> Result<F, CodegenError> {
+        const {
+            assert!(std::mem::size_of::<F>() == std::mem::size_of::<*const u8>());
+        }
+        let code = self.compile(name, func)?;
+        // SAFETY: `F` is a function pointer of the compiled signature (the caller's
+        // promise), of the size of a code address (checked at compile time above).
+        Ok(unsafe { std::mem::transmute_copy::<*const u8, F>(&code) })
+    }
+
     /// The machine code listing of a compiled function, when `capture_disassembly` was on.
     pub fn disassembly(&self, name: &str) -> Option<&str> {
         self.disassembly
@@ -205,34 +239,83 @@ impl Drop for Jit {
 }
 
 /// A kernel's hold on its finalized machine code: the [`Jit`] that compiled it, kept only
-/// to free the code when the kernel is dropped and to read back its listings. Unlike a
-/// `Jit` it is `Sync`, so a kernel can be shared by the threads that run parts of it.
-pub struct KernelCode(Jit);
+/// to free the code when the kernel is dropped and to read back its listings, and the
+/// kernel's name (that of its main function). Unlike a `Jit` it is `Sync`, so a kernel can
+/// be shared by the threads that run parts of it.
+pub struct KernelCode {
+    jit: Jit,
+    name: String,
+}
 
 impl std::fmt::Debug for KernelCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.debug_struct("KernelCode")
+            .field("name", &self.name)
+            .field("jit", &self.jit)
+            .finish()
     }
 }
 
 impl KernelCode {
-    /// Take the JIT whose functions are finalized (nothing more will be compiled in it).
-    pub fn new(jit: Jit) -> KernelCode {
-        KernelCode(jit)
+    /// Take the JIT whose functions are finalized (nothing more will be compiled in it);
+    /// `name` names the kernel and its main function.
+    pub fn new(jit: Jit, name: impl Into<String>) -> KernelCode {
+        KernelCode {
+            jit,
+            name: name.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The machine code listing of a compiled function, when `capture_disassembly` was on.
-    pub fn disassembly(&self, name: &str) -> Option<&str> {
-        self.0.disassembly(name)
+    pub fn disassembly(&self, function: &str) -> Option<&str> {
+        self.jit.disassembly(function)
+    }
+
+    /// The listing of the kernel's main function (the one named like the kernel).
+    pub fn main_disassembly(&self) -> Option<&str> {
+        self.jit.disassembly(&self.name)
     }
 }
 
+/// `name()` and `disassembly()` (of the main function) for a kernel type, and a `Debug`
+/// that shows the name; `$code` is the path of the kernel's [`KernelCode`] field
+/// (`code`, `window.code`).
+macro_rules! kernel_identity {
+    ($kernel:ident, $($code:ident).+) => {
+        impl $kernel {
+            /// The kernel's name: its op and shapes, as its machine code is named.
+            pub fn name(&self) -> &str {
+                self.$($code).+.name()
+            }
+
+            /// Cranelift's listing of the kernel's main function, when compiled with
+            /// `capture_disassembly`.
+            pub fn disassembly(&self) -> Option<&str> {
+                self.$($code).+.main_disassembly()
+            }
+        }
+
+        impl std::fmt::Debug for $kernel {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($kernel))
+                    .field("name", &self.name())
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use kernel_identity;
+
 // SAFETY: a `Jit` is not `Sync` only because its `JITModule` keeps a `RefCell` (the symbol
 // table used while linking). A shared `&KernelCode` reaches nothing but the `Jit`'s own
-// listings (`Vec<(String, String)>`, read-only): no method of `KernelCode` touches the
-// module, which is used again only by `Drop` (through `&mut`). The finalized code itself
-// is immutable (mapped read + execute), so calling it from several threads at once is as
-// safe as calling it from one, given the buffers each call is handed.
+// listings (`Vec<(String, String)>`, read-only) and the name: no method of `KernelCode`
+// touches the module, which is used again only by `Drop` (through `&mut`). The finalized
+// code itself is immutable (mapped read + execute), so calling it from several threads at
+// once is as safe as calling it from one, given the buffers each call is handed.
 unsafe impl Sync for KernelCode {}
 
 /// The host ISA with kiln's flags: optimized for speed, non-PIC (JIT code is not
@@ -260,7 +343,6 @@ fn host_isa(options: &JitOptions) -> Result<OwnedTargetIsa, CodegenError> {
 mod tests {
     use super::*;
     use cranelift_codegen::ir::{types, InstBuilder};
-    use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
     #[test]
     fn host_features_match_std_detection() {
@@ -292,6 +374,16 @@ mod tests {
         shareable::<crate::QuantizeKernel>();
         shareable::<crate::DequantizeKernel>();
         shareable::<crate::MaxPoolKernel>();
+        shareable::<crate::FConvKernel>();
+        shareable::<crate::FConvTransposeKernel>();
+        shareable::<crate::GemmKernel>();
+        shareable::<crate::ActivationKernel>();
+        shareable::<crate::BinaryKernel>();
+        shareable::<crate::BatchNormKernel>();
+        shareable::<crate::SoftmaxKernel>();
+        shareable::<crate::PoolKernel>();
+        shareable::<crate::ConcatKernel>();
+        shareable::<crate::ResizeKernel>();
     }
 
     #[test]
@@ -302,34 +394,21 @@ mod tests {
         })
         .expect("host is supported");
         let ptr = jit.pointer_type();
-        let mut func =
-            Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(3));
-        let mut fctx = FunctionBuilderContext::new();
-        {
-            let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            let [pa, pb, po] = [0, 1, 2].map(|i| b.block_params(entry)[i]);
+        let func = jit.define_kernel(3, |b, p| {
             let flags = ir::MemFlagsData::trusted();
-            let a = b.ins().load(types::I32, flags, pa, 0);
-            let c = b.ins().load(types::I32, flags, pb, 0);
+            let a = b.ins().load(types::I32, flags, p[0], 0);
+            let c = b.ins().load(types::I32, flags, p[1], 0);
             let sum = b.ins().iadd(a, c);
-            b.ins().store(flags, sum, po, 0);
-            b.ins().return_(&[]);
-            b.seal_all_blocks();
-            b.finalize(jit.target_config());
-        }
+            b.ins().store(flags, sum, p[2], 0);
+        });
         assert_eq!(ptr, jit.pointer_type());
-        let code = jit.compile("add_i32", func).expect("valid function");
+        type AddFn = unsafe extern "C" fn(*const i32, *const i32, *mut i32);
+        // SAFETY: the function was built with three pointer parameters and no results.
+        let f: AddFn = unsafe { jit.compile_as("add_i32", func) }.expect("valid function");
         let (a, c, mut out) = (40i32, 2i32, 0i32);
-        // SAFETY: `code` was compiled from a function with three pointer parameters and the
-        // C calling convention; it reads one i32 from each of the first two and writes one
-        // i32 to the third, all of which point to live, aligned i32s. `jit` is alive.
-        unsafe {
-            let f: extern "C" fn(*const i32, *const i32, *mut i32) = std::mem::transmute(code);
-            f(&a, &c, &mut out);
-        }
+        // SAFETY: `f` reads one i32 from each of the first two pointers and writes one i32
+        // to the third, all of which point to live, aligned i32s; `jit` is alive.
+        unsafe { f(&a, &c, &mut out) };
         assert_eq!(out, 42);
         let listing = jit.disassembly("add_i32").expect("captured");
         assert!(listing.contains("add"), "{listing}");

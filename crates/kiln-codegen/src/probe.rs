@@ -3,11 +3,13 @@
 //! sequences the QConv micro-kernel is built from (`pmaddwd` + `paddd`; `vpdpbusd` where
 //! the host has VNNI), all JIT-compiled through the same Cranelift pipeline as the kernels.
 
-use crate::clif::{counted_loop_dyn, mem, pmaddwd_accumulate, vpdpbusd_accumulate, Accumulate};
+use crate::clif::{
+    counted_loop_dyn, define_function, define_function_returning, mem, pmaddwd_accumulate,
+    vpdpbusd_accumulate, Accumulate,
+};
 use crate::jit::{Jit, JitOptions};
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, UserFuncName};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder};
 use std::time::Instant;
 
 /// What the host sustains, measured.
@@ -115,29 +117,21 @@ fn add_chain(jit: &Jit) -> Function {
     sig.params.push(AbiParam::new(types::I64));
     sig.params.push(AbiParam::new(jit.pointer_type()));
     sig.returns.push(AbiParam::new(types::I64));
-    let mut func = Function::with_name_signature(UserFuncName::default(), sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let (iters, y_ptr) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-    let y = b.ins().load(types::I64, mem(), y_ptr, 0);
-    let x = b.declare_var(types::I64);
-    let zero = b.ins().iconst(types::I64, 0);
-    b.def_var(x, zero);
-    counted_loop_dyn(&mut b, iters, |b, _| {
-        for _ in 0..CHAIN {
-            let v = b.use_var(x);
-            let v = b.ins().iadd(v, y);
-            b.def_var(x, v);
-        }
-    });
-    let result = b.use_var(x);
-    b.ins().return_(&[result]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
+    define_function_returning(sig, jit.target_config(), |b, p| {
+        let (iters, y_ptr) = (p[0], p[1]);
+        let y = b.ins().load(types::I64, mem(), y_ptr, 0);
+        let x = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.def_var(x, zero);
+        counted_loop_dyn(b, iters, |b, _| {
+            for _ in 0..CHAIN {
+                let v = b.use_var(x);
+                let v = b.ins().iadd(v, y);
+                b.def_var(x, v);
+            }
+        });
+        vec![b.use_var(x)]
+    })
 }
 
 /// `fn(iters, operands, out)`: per iteration two I16X8 loads from a 2 KiB window (so the
@@ -158,50 +152,41 @@ fn peak_loop(jit: &Jit, vector: types::Type, accumulate: Accumulate) -> Function
     sig.params.push(AbiParam::new(types::I64));
     sig.params.push(AbiParam::new(jit.pointer_type()));
     sig.params.push(AbiParam::new(jit.pointer_type()));
-    let mut func = Function::with_name_signature(UserFuncName::default(), sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (iters, src, out) = (p[0], p[1], p[2]);
-    let regs: Vec<_> = (0..4)
-        .map(|k| b.ins().load(vector, mem(), src, 2048 + 16 * k))
-        .collect();
-    let accs: Vec<_> = (0..PEAK_ACCS)
-        .map(|_| b.declare_var(types::I32X4))
-        .collect();
-    let zero32 = b.ins().iconst(types::I32, 0);
-    let zero = b.ins().splat(types::I32X4, zero32);
-    for &acc in &accs {
-        b.def_var(acc, zero);
-    }
-    counted_loop_dyn(&mut b, iters, |b, i| {
-        let window = b.ins().band_imm_u(i, 63);
-        let off = b.ins().ishl_imm_u(window, 5);
-        let at = b.ins().iadd(src, off);
-        let loaded = [
-            b.ins().load(vector, mem(), at, 0),
-            b.ins().load(vector, mem(), at, 16),
-        ];
-        for (l, &lv) in loaded.iter().enumerate() {
-            for (r, &rv) in regs.iter().enumerate() {
-                let acc = accs[4 * l + r];
-                let a = b.use_var(acc);
-                let a = accumulate(b, a, lv, rv);
-                b.def_var(acc, a);
-            }
+    define_function(sig, jit.target_config(), |b, p| {
+        let (iters, src, out) = (p[0], p[1], p[2]);
+        let regs: Vec<_> = (0..4)
+            .map(|k| b.ins().load(vector, mem(), src, 2048 + 16 * k))
+            .collect();
+        let accs: Vec<_> = (0..PEAK_ACCS)
+            .map(|_| b.declare_var(types::I32X4))
+            .collect();
+        let zero32 = b.ins().iconst(types::I32, 0);
+        let zero = b.ins().splat(types::I32X4, zero32);
+        for &acc in &accs {
+            b.def_var(acc, zero);
         }
-    });
-    for (k, &acc) in accs.iter().enumerate() {
-        let v = b.use_var(acc);
-        b.ins().store(mem(), v, out, (16 * k) as i32);
-    }
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
+        counted_loop_dyn(b, iters, |b, i| {
+            let window = b.ins().band_imm_u(i, 63);
+            let off = b.ins().ishl_imm_u(window, 5);
+            let at = b.ins().iadd(src, off);
+            let loaded = [
+                b.ins().load(vector, mem(), at, 0),
+                b.ins().load(vector, mem(), at, 16),
+            ];
+            for (l, &lv) in loaded.iter().enumerate() {
+                for (r, &rv) in regs.iter().enumerate() {
+                    let acc = accs[4 * l + r];
+                    let a = b.use_var(acc);
+                    let a = accumulate(b, a, lv, rv);
+                    b.def_var(acc, a);
+                }
+            }
+        });
+        for (k, &acc) in accs.iter().enumerate() {
+            let v = b.use_var(acc);
+            b.ins().store(mem(), v, out, (16 * k) as i32);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -20,19 +20,19 @@
 //!   when it is i8 with all zero points 0.
 
 use crate::clif::{
-    at, counted_loop, pmaddwd_accumulate, range_loop, scaled, splat_i32, vpdpbusd_accumulate,
-    Accumulate,
+    at, counted_loop, define_function, pmaddwd_accumulate, range_loop, scaled, splat_i32,
+    vpdpbusd_accumulate, Accumulate,
 };
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::qconv::emit::{epilogue, ro, Requant, TileConsts};
 use crate::qconv::layout::{STEPS_PER_ITERATION, STEP_BYTES};
 use crate::qconv::{AlignedBytes, InnerProduct, Int8};
 use crate::CodegenError;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::{DType, Quant, Tensor, TensorData, TensorType};
 
 const OP: &str = "qmatmul";
@@ -459,44 +459,35 @@ fn build_compute_function(
     target: TargetFrontendConfig,
     exact_cvtt: bool,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (blob, a, out) = (p[0], p[1], p[2]);
-    let accs: Vec<Vec<Variable>> = (0..plan.mr)
-        .map(|_| (0..plan.nr).map(|_| b.declare_var(types::I32X4)).collect())
-        .collect();
-    let sweep = |b: &mut FunctionBuilder, t: Value, columns: usize| {
-        column_tile(b, plan, &accs, blob, a, out, t, columns, exact_cvtt)
-    };
-    // the column tiles `first..end`: a call writes only their columns of every row, so
-    // disjoint ranges can run on separate threads
-    let (first, end) = (p[3], p[4]);
-    range_loop(&mut b, first, end, |b, t| {
-        if plan.partial_columns == 0 {
+    define_function(signature, target, |b, p| {
+        let (blob, a, out) = (p[0], p[1], p[2]);
+        let accs: Vec<Vec<Variable>> = (0..plan.mr)
+            .map(|_| (0..plan.nr).map(|_| b.declare_var(types::I32X4)).collect())
+            .collect();
+        let sweep = |b: &mut FunctionBuilder, t: Value, columns: usize| {
+            column_tile(b, plan, &accs, blob, a, out, t, columns, exact_cvtt)
+        };
+        // the column tiles `first..end`: a call writes only their columns of every row, so
+        // disjoint ranges can run on separate threads
+        let (first, end) = (p[3], p[4]);
+        range_loop(b, first, end, |b, t| {
+            if plan.partial_columns == 0 {
+                sweep(b, t, 4 * plan.nr);
+                return;
+            }
+            // the last tile stores only its valid columns
+            let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
+            let is_partial = b.ins().icmp_imm_u(IntCC::Equal, t, plan.full_tiles as i64);
+            b.ins().brif(is_partial, partial, &[], full, &[]);
+            b.switch_to_block(full);
             sweep(b, t, 4 * plan.nr);
-            return;
-        }
-        // the last tile stores only its valid columns
-        let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
-        let is_partial = b.ins().icmp_imm_u(IntCC::Equal, t, plan.full_tiles as i64);
-        b.ins().brif(is_partial, partial, &[], full, &[]);
-        b.switch_to_block(full);
-        sweep(b, t, 4 * plan.nr);
-        b.ins().jump(merge, &[]);
-        b.switch_to_block(partial);
-        sweep(b, t, plan.partial_columns);
-        b.ins().jump(merge, &[]);
-        b.switch_to_block(merge);
-    });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    func
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(partial);
+            sweep(b, t, plan.partial_columns);
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(merge);
+        });
+    })
 }
 
 /// All row tiles of column tile `t` (an i64 value), `columns` of them valid.
@@ -596,7 +587,6 @@ fn column_tile(
 
 /// A compiled QMatMul. Owns its machine code, packed constant `b` (if any) and its JIT.
 pub struct QMatMulKernel {
-    name: String,
     plan: Plan,
     /// Every matrix of a constant `b`, packed (`blob_bytes` each).
     packed_b: Option<AlignedBytes>,
@@ -605,18 +595,7 @@ pub struct QMatMulKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for QMatMulKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QMatMulKernel")
-            .field("name", &self.name)
-            .field("a", &self.plan.a_shape)
-            .field("b", &self.plan.b_shape)
-            .field("constant_b", &self.packed_b.is_some())
-            .field("tile", &self.tile())
-            .field("inner", &self.plan.inner)
-            .finish()
-    }
-}
+kernel_identity!(QMatMulKernel, code);
 
 impl QMatMulKernel {
     /// Compile a QMatMul node for the host.
@@ -657,27 +636,16 @@ impl QMatMulKernel {
             jit.target_config(),
             jit.features().is_x86_64(),
         );
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from a signature of five
-        // pointer-sized parameters, no results, in the target's default (C) calling
-        // convention — `ComputeFn` (the last two are integers of pointer size). It stays valid while `jit` lives, and `jit` is owned by the kernel.
-        let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(code) };
+        // SAFETY: the function has five pointer-sized parameters and no results —
+        // `ComputeFn` (the last two are integers of pointer size); `jit` is owned by the
+        // kernel.
+        let compute: ComputeFn = unsafe { jit.compile_as(&name, func)? };
         Ok(QMatMulKernel {
-            name,
             plan,
             packed_b,
             compute,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Cranelift's listing of the kernel, when compiled with `capture_disassembly`.
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn a_shape(&self) -> &[usize] {
@@ -789,7 +757,7 @@ impl QMatMulKernel {
 
     fn bad(&self, what: impl Into<String>) -> CodegenError {
         CodegenError::BadBuffer {
-            kernel: self.name.clone(),
+            kernel: self.name().to_string(),
             what: what.into(),
         }
     }

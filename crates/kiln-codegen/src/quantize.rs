@@ -1,5 +1,5 @@
-//! Quantize (`Op::Quantize`, f32 → u8/i8) and Dequantize (`Op::Dequantize`, u8/i8 → f32)
-//! kernels, per tensor or per axis, bit-exact with `kiln-interp`:
+//! Quantize (`Op::Quantize`, f32 → u8/i8) and Dequantize (`Op::Dequantize`, u8/i8/i32 →
+//! f32) kernels, per tensor or per axis, bit-exact with `kiln-interp`:
 //!
 //! - quantize: `q = sat(round_half_even(x / s[c]) + zp[c])`, NaN → the low bound, computed
 //!   as QConv's epilogue does it: `divps`, clamp to `[q_min − zp, q_max − zp]` with
@@ -7,7 +7,10 @@
 //!   to even (`roundps`), convert (exact: integral and in range), add `zp`, narrow (exact).
 //!   The clamp before rounding equals the interpreter's clamp after it: the bounds are
 //!   integers.
-//! - dequantize: `(q − zp[c]) as f32 · s[c]`.
+//! - dequantize: `(q − zp[c]) as f32 · s[c]`, the subtraction in i32 (wrapping, as the
+//!   interpreter's: only an i32 input with a far-off zero point can wrap) and the
+//!   conversion rounding to nearest (`cvtsi2ss`, exact below 2²⁴). i32 inputs are the
+//!   quantizer's biases, dequantized where a float island reads them.
 //!
 //! The tensor is seen as `[rows][inner]` with `rows = outer · n` (per axis: `n` the axis
 //! length, `inner` the product of the dims after it; per tensor: one row), each row with one
@@ -16,15 +19,35 @@
 //! so every element takes exactly the same instructions.
 
 use crate::clif::{counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled};
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::Int8;
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
 use kiln_ir::{DType, Quant, Tensor, TensorData, TensorType};
 
 /// `(x, params, out)`.
 type ElementwiseFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
+
+/// Integer element types a [`DequantizeKernel`] reads: the int8 types and i32 (biases).
+pub trait QuantizedInt: bytemuck::Pod + sealed::Sealed {
+    const DTYPE: DType;
+}
+impl QuantizedInt for u8 {
+    const DTYPE: DType = DType::U8;
+}
+impl QuantizedInt for i8 {
+    const DTYPE: DType = DType::I8;
+}
+impl QuantizedInt for i32 {
+    const DTYPE: DType = DType::I32;
+}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+    impl Sealed for i32 {}
+}
 
 /// The shape, parameters and dtypes shared by both kernels.
 #[derive(Clone, Debug)]
@@ -47,10 +70,11 @@ impl Plan {
         let range = match q_ty.dtype {
             DType::I8 => (i8::MIN as i32, i8::MAX as i32),
             DType::U8 => (0, u8::MAX as i32),
+            DType::I32 => (i32::MIN, i32::MAX),
             d => {
                 return Err(CodegenError::Unsupported {
                     op,
-                    reason: format!("{d} quantized side (u8 or i8 only)"),
+                    reason: format!("{d} quantized side (u8, i8 or i32 only)"),
                 })
             }
         };
@@ -144,16 +168,22 @@ fn build(
     out_bytes: usize,
     step: impl Fn(&mut FunctionBuilder, &[Value], Value, Value, usize),
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), jit.pointer_signature(3));
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (x, params, out) = (p[0], p[1], p[2]);
+    jit.define_kernel(3, |b, p| {
+        emit_rows(b, plan, x_bytes, out_bytes, &step, [p[0], p[1], p[2]])
+    })
+}
+
+/// The body of [`build`] over its parameters `x`, `params` and `out`.
+fn emit_rows(
+    b: &mut FunctionBuilder,
+    plan: &Plan,
+    x_bytes: usize,
+    out_bytes: usize,
+    step: &impl Fn(&mut FunctionBuilder, &[Value], Value, Value, usize),
+    [x, params, out]: [Value; 3],
+) {
     let inner = plan.inner;
-    counted_loop(&mut b, plan.rows, |b, row| {
+    counted_loop(b, plan.rows, |b, row| {
         let set = if plan.n == 1 {
             b.ins().iconst(types::I64, 0)
         } else {
@@ -192,15 +222,10 @@ fn build(
             step(b, &vector, xi, oi, 1);
         }
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(jit.target_config());
-    func
 }
 
 /// A compiled Quantize (f32 → u8/i8).
 pub struct QuantizeKernel {
-    name: String,
     plan: Plan,
     params: Vec<u8>,
     function: ElementwiseFn,
@@ -208,15 +233,7 @@ pub struct QuantizeKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for QuantizeKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuantizeKernel")
-            .field("name", &self.name)
-            .field("shape", &self.plan.shape)
-            .field("out", &self.plan.int_dtype)
-            .finish()
-    }
-}
+kernel_identity!(QuantizeKernel, code);
 
 impl QuantizeKernel {
     /// Compile a Quantize node: `x_ty` f32, `out_ty` u8/i8 with per-tensor or per-axis
@@ -240,6 +257,12 @@ impl QuantizeKernel {
             });
         }
         let plan = Plan::new(OP, &x_ty.shape, out_ty)?;
+        if plan.int_dtype == DType::I32 {
+            return Err(CodegenError::Unsupported {
+                op: OP,
+                reason: format!("{out_ty} output (u8 or i8 only)"),
+            });
+        }
         let mut jit = Jit::host(options)?;
         let exact_cvtt = jit.features().is_x86_64();
         let signed = plan.int_dtype == DType::I8;
@@ -276,27 +299,15 @@ impl QuantizeKernel {
             }
         });
         let name = format!("quantize_{}", plan.numel());
-        let code = jit.compile(&name, func)?;
-        // SAFETY: `code` is the entry of the function just compiled from three pointer
-        // parameters, no results, the target's C calling convention — `ElementwiseFn`; it
-        // stays valid while `jit` lives, which the kernel owns.
-        let function = unsafe { std::mem::transmute::<*const u8, ElementwiseFn>(code) };
+        // SAFETY: `build` builds three pointer parameters and no results —
+        // `ElementwiseFn`; the kernel owns `jit`, so the code outlives every call.
+        let function: ElementwiseFn = unsafe { jit.compile_as(&name, func)? };
         Ok(QuantizeKernel {
-            name,
             params: plan.params(true),
             plan,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Cranelift's listing of the kernel, when compiled with `capture_disassembly`.
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -308,7 +319,7 @@ impl QuantizeKernel {
         let numel = self.plan.numel();
         if Y::DTYPE != self.plan.int_dtype || x.len() != numel || out.len() != numel {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "{} f32 → {} {}, expected {numel} f32 → {numel} {}",
                     x.len(),
@@ -334,7 +345,7 @@ impl QuantizeKernel {
     /// Quantize a tensor (allocates the output).
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
+            kernel: self.name().to_string(),
             what,
         };
         let TensorData::F32(v) = x.data() else {
@@ -360,9 +371,8 @@ impl QuantizeKernel {
     }
 }
 
-/// A compiled Dequantize (u8/i8 → f32).
+/// A compiled Dequantize (u8/i8/i32 → f32).
 pub struct DequantizeKernel {
-    name: String,
     plan: Plan,
     params: Vec<u8>,
     function: ElementwiseFn,
@@ -370,18 +380,10 @@ pub struct DequantizeKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for DequantizeKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DequantizeKernel")
-            .field("name", &self.name)
-            .field("shape", &self.plan.shape)
-            .field("in", &self.plan.int_dtype)
-            .finish()
-    }
-}
+kernel_identity!(DequantizeKernel, code);
 
 impl DequantizeKernel {
-    /// Compile a Dequantize node: `x_ty` u8/i8 with per-tensor or per-axis quantization,
+    /// Compile a Dequantize node: `x_ty` u8/i8/i32 with per-tensor or per-axis quantization,
     /// `out_ty` f32 of the same shape.
     pub fn compile(
         x_ty: &TensorType,
@@ -397,17 +399,17 @@ impl DequantizeKernel {
         }
         let plan = Plan::new(OP, &x_ty.shape, x_ty)?;
         let mut jit = Jit::host(options)?;
-        let signed = plan.int_dtype == DType::I8;
+        let x_bytes = plan.int_dtype.size_bytes();
         // one element at a time: `(q − zp) as f32 · s` in scalar f32, exactly the
         // interpreter's expression
-        let func = build(&jit, &plan, 1, 4, |b, p, xi, oi, lanes| {
+        let func = build(&jit, &plan, x_bytes, 4, |b, p, xi, oi, lanes| {
             let scale = b.ins().extractlane(p[0], 0);
             let zp = b.ins().extractlane(p[3], 0);
             for e in 0..lanes as i32 {
-                let q = if signed {
-                    b.ins().sload8(types::I32, mem(), xi, e)
-                } else {
-                    b.ins().uload8(types::I32, mem(), xi, e)
+                let q = match plan.int_dtype {
+                    DType::I8 => b.ins().sload8(types::I32, mem(), xi, e),
+                    DType::U8 => b.ins().uload8(types::I32, mem(), xi, e),
+                    _ => b.ins().load(types::I32, mem(), xi, 4 * e),
                 };
                 let centered = b.ins().isub(q, zp);
                 let f = b.ins().fcvt_from_sint(types::F32, centered);
@@ -416,25 +418,15 @@ impl DequantizeKernel {
             }
         });
         let name = format!("dequantize_{}", plan.numel());
-        let code = jit.compile(&name, func)?;
-        // SAFETY: as for `QuantizeKernel::compile`: the entry of a function of three
-        // pointer parameters and no results, valid while the owned `jit` lives.
-        let function = unsafe { std::mem::transmute::<*const u8, ElementwiseFn>(code) };
+        // SAFETY: as for `QuantizeKernel::compile`: three pointer parameters and no
+        // results — `ElementwiseFn`, valid while the owned `jit` lives.
+        let function: ElementwiseFn = unsafe { jit.compile_as(&name, func)? };
         Ok(DequantizeKernel {
-            name,
             params: plan.params(false),
             plan,
             function,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -442,11 +434,11 @@ impl DequantizeKernel {
     }
 
     /// Dequantize `x` (the kernel's shape and input dtype) into `out`.
-    pub fn run_into<X: Int8>(&self, x: &[X], out: &mut [f32]) -> Result<(), CodegenError> {
+    pub fn run_into<X: QuantizedInt>(&self, x: &[X], out: &mut [f32]) -> Result<(), CodegenError> {
         let numel = self.plan.numel();
         if X::DTYPE != self.plan.int_dtype || x.len() != numel || out.len() != numel {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "{} {} → {} f32, expected {numel} {} → {numel} f32",
                     x.len(),
@@ -456,9 +448,9 @@ impl DequantizeKernel {
                 ),
             });
         }
-        // SAFETY: valid while `self.code` lives. It reads `numel` bytes of `x`, the
-        // parameter table (`16 · n` bytes) and writes `numel` f32s of `out` (unaligned
-        // stores), lengths checked above.
+        // SAFETY: valid while `self.code` lives. It reads the `numel` elements of `x`
+        // (of the dtype checked above; unaligned loads), the parameter table (`16 · n`
+        // bytes) and writes `numel` f32s of `out` (unaligned stores), lengths checked above.
         unsafe {
             (self.function)(
                 x.as_ptr().cast::<u8>(),
@@ -472,7 +464,7 @@ impl DequantizeKernel {
     /// Dequantize a tensor (allocates the output).
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
+            kernel: self.name().to_string(),
             what,
         };
         if x.shape() != self.plan.shape.as_slice() {
@@ -486,7 +478,13 @@ impl DequantizeKernel {
         match x.data() {
             TensorData::U8(v) => self.run_into(v, &mut out)?,
             TensorData::I8(v) => self.run_into(v, &mut out)?,
-            _ => return Err(bad(format!("input is {}, expected u8 or i8", x.dtype()))),
+            TensorData::I32(v) => self.run_into(v, &mut out)?,
+            _ => {
+                return Err(bad(format!(
+                    "input is {}, expected u8, i8 or i32",
+                    x.dtype()
+                )))
+            }
         }
         Tensor::new(self.plan.shape.clone(), TensorData::F32(out)).map_err(|e| bad(e.to_string()))
     }

@@ -8,13 +8,20 @@
 
 use kiln_codegen::{
     ActivationKernel, BatchNormKernel, BinaryKernel, ConcatKernel, FConvKernel, FConvNode,
-    GemmKernel, JitOptions, PoolKernel, PoolKind, SoftmaxKernel,
+    FConvTransposeKernel, FConvTransposeNode, GemmKernel, JitOptions, PoolKernel, PoolKind,
+    SoftmaxKernel,
 };
 use kiln_ir::{
-    Activation, BinaryOp, ConvAttrs, DType, GemmAttrs, Op, PoolAttrs, Tensor, TensorData,
-    TensorType,
+    Activation, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, GemmAttrs, Op, PoolAttrs,
+    ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType,
 };
 use proptest::prelude::*;
+
+mod common;
+use common::{
+    cases_from_env, interpret, resize_matches_interpreter, resize_problem, spatial_1d_to_3d,
+    Spatial,
+};
 
 /// A xorshift stream for tensor contents (proptest chooses the seed, so failures shrink
 /// to a seed and a shape).
@@ -44,13 +51,6 @@ fn f32_type(shape: Vec<usize>) -> TensorType {
         shape,
         quant: None,
     }
-}
-
-fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn activation() -> impl Strategy<Value = Option<Activation>> {
@@ -103,8 +103,7 @@ struct ConvCase {
     groups: usize,
     cin_g: usize,
     cout_g: usize,
-    /// Per spatial dim: (kernel, stride, dilation, pad begin, pad end, extra input).
-    dims: Vec<(usize, usize, usize, usize, usize, usize)>,
+    spatial: Spatial,
     bias: bool,
     residual: bool,
     act: Option<Activation>,
@@ -112,16 +111,8 @@ struct ConvCase {
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
-    let dim = (
-        1usize..=3,
-        1usize..=3,
-        1usize..=2,
-        0usize..=2,
-        0usize..=2,
-        0usize..=4,
-    );
     (
-        prop::collection::vec(dim, 1..=3),
+        spatial_1d_to_3d(),
         1usize..=2,
         prop_oneof![Just(1usize), 2usize..=3],
         1usize..=5,
@@ -131,12 +122,12 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         1u64..u64::MAX,
     )
         .prop_map(
-            |(dims, batch, groups, cin_g, cout_g, [bias, residual], act, seed)| ConvCase {
+            |(spatial, batch, groups, cin_g, cout_g, [bias, residual], act, seed)| ConvCase {
                 batch,
                 groups,
                 cin_g,
                 cout_g,
-                dims,
+                spatial,
                 bias: bias || residual,
                 residual,
                 act,
@@ -147,37 +138,25 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
 
 fn check_conv(case: &ConvCase) -> Result<(), TestCaseError> {
     let mut rng = Rng(case.seed);
-    let input: Vec<usize> = case
-        .dims
-        .iter()
-        .map(|&(k, _, d, pb, pe, extra)| (d * (k - 1) + 1).saturating_sub(pb + pe).max(1) + extra)
-        .collect();
-    let mut pads: Vec<usize> = case.dims.iter().map(|d| d.3).collect();
-    pads.extend(case.dims.iter().map(|d| d.4));
+    let sp = &case.spatial;
     let attrs = ConvAttrs {
-        kernel: case.dims.iter().map(|d| d.0).collect(),
-        strides: case.dims.iter().map(|d| d.1).collect(),
-        pads,
-        dilations: case.dims.iter().map(|d| d.2).collect(),
+        kernel: sp.kernel.clone(),
+        strides: sp.strides.clone(),
+        pads: sp.pads.clone(),
+        dilations: sp.dilations.clone(),
         groups: case.groups,
         act: case.act.clone(),
     };
     let (c_in, c_out) = (case.groups * case.cin_g, case.groups * case.cout_g);
     let mut x_shape = vec![case.batch, c_in];
-    x_shape.extend(&input);
+    x_shape.extend(&sp.input);
     let mut w_shape = vec![c_out, case.cin_g];
     w_shape.extend(&attrs.kernel);
     let x = rng.tensor(x_shape.clone(), 1.0);
     let w = rng.tensor(w_shape.clone(), 1.0);
     let b = rng.tensor(vec![c_out], 1.0);
-    let out_spatial: Vec<usize> = (0..input.len())
-        .map(|d| {
-            let (k, s, dl, pb, pe, _) = case.dims[d];
-            (input[d] + pb + pe - (dl * (k - 1) + 1)) / s + 1
-        })
-        .collect();
     let mut out_shape = vec![case.batch, c_out];
-    out_shape.extend(&out_spatial);
+    out_shape.extend(sp.output());
     let r = rng.tensor(out_shape.clone(), 1.0);
     let mut inputs = vec![&x, &w];
     let mut types = vec![f32_type(x_shape.clone()), f32_type(w_shape)];
@@ -191,13 +170,7 @@ fn check_conv(case: &ConvCase) -> Result<(), TestCaseError> {
     }
     let type_refs: Vec<&TensorType> = types.iter().collect();
     let out_ty = f32_type(out_shape);
-    let want = kiln_interp::eval_op(
-        &Op::Conv(attrs.clone()),
-        &inputs,
-        &type_refs,
-        std::slice::from_ref(&out_ty),
-    )
-    .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+    let want = interpret(&Op::Conv(attrs.clone()), &inputs, &type_refs, &out_ty)?;
     let node = FConvNode {
         attrs: &attrs,
         x_ty: &types[0],
@@ -211,7 +184,7 @@ fn check_conv(case: &ConvCase) -> Result<(), TestCaseError> {
     let got = kernel
         .run(&x, case.residual.then_some(&r))
         .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-    assert_close(&got, &want[0])
+    assert_close(&got, &want)
 }
 
 proptest! {
@@ -274,13 +247,12 @@ proptest! {
             _ => unreachable!("rng.tensor makes f32 tensors"),
         };
         let (a_ty, b_ty, out_ty) = (f32_type(a_shape), f32_type(b_shape), f32_type(full));
-        let want = kiln_interp::eval_op(&Op::Binary(op), &[&a, &b], &[&a_ty, &b_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Binary(op), &[&a, &b], &[&a_ty, &b_ty], &out_ty)?;
         let kernel = BinaryKernel::compile(op, &a_ty, &b_ty, &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&a, &b).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
         // the same single IEEE operation per element: exact
-        prop_assert_eq!(got, want[0].clone());
+        prop_assert_eq!(got, want.clone());
     }
 
     #[test]
@@ -294,12 +266,11 @@ proptest! {
         let mut rng = Rng(seed);
         let x = rng.tensor(shape.clone(), scale);
         let ty = f32_type(shape);
-        let want = kiln_interp::eval_op(&Op::Activation(act.clone()), &[&x], &[&ty], std::slice::from_ref(&ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Activation(act.clone()), &[&x], &[&ty], &ty)?;
         let kernel = ActivationKernel::compile(&act, &ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        assert_close(&got, &want[0])?;
+        assert_close(&got, &want)?;
     }
 
     #[test]
@@ -322,17 +293,16 @@ proptest! {
         let ty = f32_type(shape);
         let p_ty = f32_type(vec![c]);
         let op = Op::BatchNorm { epsilon: 1e-5 };
-        let want = kiln_interp::eval_op(
+        let want = interpret(
             &op,
             &[&x, &scale, &bias, &mean, &var],
             &[&ty, &p_ty, &p_ty, &p_ty, &p_ty],
-            std::slice::from_ref(&ty),
-        )
-        .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+            &ty,
+        )?;
         let kernel = BatchNormKernel::compile(&ty, [&scale, &bias, &mean, &var], 1e-5, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        prop_assert_eq!(got, want[0].clone());
+        prop_assert_eq!(got, want.clone());
     }
 }
 
@@ -366,12 +336,11 @@ proptest! {
             inputs.push(c);
             types.push(c_ty);
         }
-        let want = kiln_interp::eval_op(&Op::Gemm(attrs.clone()), &inputs, &types, std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Gemm(attrs.clone()), &inputs, &types, &out_ty)?;
         let kernel = GemmKernel::compile_gemm(&attrs, &a_ty, &b, c.as_ref(), &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&a).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        assert_close(&got, &want[0])?;
+        assert_close(&got, &want)?;
     }
 
     #[test]
@@ -388,12 +357,11 @@ proptest! {
         let a = rng.tensor(a_shape.clone(), 1.0);
         let b = rng.tensor(vec![k, n], 1.0);
         let (a_ty, b_ty, out_ty) = (f32_type(a_shape), f32_type(vec![k, n]), f32_type(out_shape));
-        let want = kiln_interp::eval_op(&Op::MatMul, &[&a, &b], &[&a_ty, &b_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::MatMul, &[&a, &b], &[&a_ty, &b_ty], &out_ty)?;
         let kernel = GemmKernel::compile_matmul(&a_ty, &b, &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&a).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        assert_close(&got, &want[0])?;
+        assert_close(&got, &want)?;
     }
 }
 
@@ -403,30 +371,24 @@ proptest! {
     /// MaxPool and AveragePool: the interpreter's operations in its order, so equal.
     #[test]
     fn pool_f32_jit_equals_interpreter(
-        dims in prop::collection::vec((1usize..=3, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2, 0usize..=4), 1..=3),
+        sp in spatial_1d_to_3d(),
         batch in 1usize..=2,
         channels in 1usize..=9,
         (ceil_mode, count_include_pad, average) in any::<(bool, bool, bool)>(),
         seed in 1u64..u64::MAX,
     ) {
         let mut rng = Rng(seed);
-        let input: Vec<usize> = dims
-            .iter()
-            .map(|&(k, _, d, pb, pe, extra)| (d * (k - 1) + 1).saturating_sub(pb + pe).max(1) + extra)
-            .collect();
-        let mut pads: Vec<usize> = dims.iter().map(|d| d.3).collect();
-        pads.extend(dims.iter().map(|d| d.4));
         let attrs = PoolAttrs {
-            kernel: dims.iter().map(|d| d.0).collect(),
-            strides: dims.iter().map(|d| d.1).collect(),
-            pads,
-            dilations: dims.iter().map(|d| d.2).collect(),
+            kernel: sp.kernel,
+            strides: sp.strides,
+            pads: sp.pads,
+            dilations: sp.dilations,
             ceil_mode,
             count_include_pad,
             storage_order: 0,
         };
         let mut shape = vec![batch, channels];
-        shape.extend(&input);
+        shape.extend(&sp.input);
         let x = rng.tensor(shape.clone(), 4.0);
         let x_ty = f32_type(shape);
         let (op, kind) = if average {
@@ -437,10 +399,9 @@ proptest! {
         let kernel = PoolKernel::compile(kind, &attrs, &x_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let out_ty = f32_type(kernel.output_shape().to_vec());
-        let want = kiln_interp::eval_op(&op, &[&x], &[&x_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&op, &[&x], &[&x_ty], &out_ty)?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        prop_assert_eq!(got, want[0].clone());
+        prop_assert_eq!(got, want.clone());
     }
 
     #[test]
@@ -460,10 +421,9 @@ proptest! {
         let kernel = PoolKernel::compile_global(kind, &x_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let out_ty = f32_type(kernel.output_shape().to_vec());
-        let want = kiln_interp::eval_op(&op, &[&x], &[&x_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&op, &[&x], &[&x_ty], &out_ty)?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        assert_close(&got, &want[0])?;
+        assert_close(&got, &want)?;
     }
 }
 
@@ -483,12 +443,11 @@ proptest! {
         let x = rng.tensor(shape.clone(), scale);
         let ty = f32_type(shape);
         let op = Op::Softmax { axis, legacy };
-        let want = kiln_interp::eval_op(&op, &[&x], &[&ty], std::slice::from_ref(&ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&op, &[&x], &[&ty], &ty)?;
         let kernel = SoftmaxKernel::compile(axis, legacy, &ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        assert_close(&got, &want[0])?;
+        assert_close(&got, &want)?;
     }
 }
 
@@ -520,8 +479,7 @@ proptest! {
         let out_ty = f32_type(out_shape.clone());
         let x_refs: Vec<&Tensor> = xs.iter().collect();
         let ty_refs: Vec<&TensorType> = tys.iter().collect();
-        let want = kiln_interp::eval_op(&Op::Concat { axis }, &x_refs, &ty_refs, std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Concat { axis }, &x_refs, &ty_refs, &out_ty)?;
         let kernel = ConcatKernel::compile(axis, &ty_refs, &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let bytes: Vec<Vec<u8>> = xs
@@ -539,6 +497,162 @@ proptest! {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         let got = Tensor::new(out_shape, TensorData::F32(values)).expect("sized to the shape");
-        prop_assert_eq!(got, want[0].clone());
+        prop_assert_eq!(got, want.clone());
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ConvTransposeCase {
+    batch: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    spatial: Spatial,
+    /// Per spatial dim (the first `rank` entries).
+    output_padding: Vec<usize>,
+    bias: bool,
+    act: Option<Activation>,
+    seed: u64,
+}
+
+fn conv_transpose_case() -> impl Strategy<Value = ConvTransposeCase> {
+    (
+        spatial_1d_to_3d(),
+        prop::collection::vec(0usize..=2, 3),
+        1usize..=2,
+        prop_oneof![Just(1usize), 2usize..=3],
+        1usize..=4,
+        1usize..=9,
+        any::<bool>(),
+        activation(),
+        1u64..u64::MAX,
+    )
+        .prop_map(
+            |(spatial, output_padding, batch, groups, cin_g, cout_g, bias, act, seed)| {
+                ConvTransposeCase {
+                    batch,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    spatial,
+                    output_padding,
+                    bias,
+                    act,
+                    seed,
+                }
+            },
+        )
+}
+
+fn check_conv_transpose(case: &ConvTransposeCase) -> Result<(), TestCaseError> {
+    let mut rng = Rng(case.seed);
+    let sp = &case.spatial;
+    let rank = sp.kernel.len();
+    // `s·(in − 1) + output_padding + dl·(k − 1) + 1 − pads`; pads that leave no output are
+    // dropped
+    let full: Vec<usize> = (0..rank)
+        .map(|d| {
+            sp.strides[d] * (sp.input[d] - 1)
+                + case.output_padding[d]
+                + sp.dilations[d] * (sp.kernel[d] - 1)
+                + 1
+        })
+        .collect();
+    let pads_fit = (0..rank).all(|d| full[d] > sp.pads[d] + sp.pads[rank + d]);
+    let pads = if pads_fit {
+        sp.pads.clone()
+    } else {
+        vec![0; 2 * rank]
+    };
+    let out_spatial: Vec<usize> = (0..rank)
+        .map(|d| full[d] - pads[d] - pads[rank + d])
+        .collect();
+    let attrs = ConvTransposeAttrs {
+        kernel: sp.kernel.clone(),
+        strides: sp.strides.clone(),
+        pads,
+        dilations: sp.dilations.clone(),
+        output_padding: case.output_padding[..rank].to_vec(),
+        groups: case.groups,
+        act: case.act.clone(),
+    };
+    let (c_in, c_out) = (case.groups * case.cin_g, case.groups * case.cout_g);
+    let mut x_shape = vec![case.batch, c_in];
+    x_shape.extend(&sp.input);
+    let mut w_shape = vec![c_in, case.cout_g];
+    w_shape.extend(&attrs.kernel);
+    let mut out_shape = vec![case.batch, c_out];
+    out_shape.extend(out_spatial);
+    let x = rng.tensor(x_shape.clone(), 1.0);
+    let w = rng.tensor(w_shape.clone(), 1.0);
+    let b = rng.tensor(vec![c_out], 1.0);
+    let mut inputs = vec![&x, &w];
+    let mut types = vec![f32_type(x_shape), f32_type(w_shape)];
+    if case.bias {
+        inputs.push(&b);
+        types.push(f32_type(vec![c_out]));
+    }
+    let type_refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = f32_type(out_shape);
+    let want = interpret(
+        &Op::ConvTranspose(attrs.clone()),
+        &inputs,
+        &type_refs,
+        &out_ty,
+    )?;
+    let node = FConvTransposeNode {
+        attrs: &attrs,
+        x_ty: &types[0],
+        w: &w,
+        bias: case.bias.then_some(&b),
+        out_ty: &out_ty,
+    };
+    let kernel = FConvTransposeKernel::compile(&node, &JitOptions::default())
+        .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+    let got = kernel
+        .run(&x)
+        .map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+    assert_close(&got, &want)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(256)))]
+
+    /// Strides above the dilated kernel (phases without taps), output padding, groups,
+    /// 1-D to 3-D.
+    #[test]
+    fn conv_transpose_f32_jit_is_close_to_interpreter(case in conv_transpose_case()) {
+        check_conv_transpose(&case)?;
+    }
+}
+
+fn check_resize_f32(shape: Vec<usize>, attrs: ResizeAttrs, seed: u64) -> Result<(), TestCaseError> {
+    let x = Rng(seed).tensor(shape.clone(), 4.0);
+    // the interpreter's f64 operations in its order: equal, not just close
+    resize_matches_interpreter(&x, &f32_type(shape), &attrs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(256)))]
+
+    /// Every coordinate transform and nearest mode; extrapolation with tf_crop_and_resize.
+    #[test]
+    fn resize_nearest_f32_jit_equals_interpreter(
+        (shape, attrs) in resize_problem(ResizeMode::Nearest, 7, -2.0..2.0),
+        seed in 1u64..u64::MAX,
+    ) {
+        check_resize_f32(shape, attrs, seed)?;
+    }
+
+    /// Linear and cubic, antialiased or not, with and without `exclude_outside`.
+    #[test]
+    fn resize_interpolating_f32_jit_equals_interpreter(
+        (shape, attrs) in prop_oneof![
+            resize_problem(ResizeMode::Linear, 7, -2.0..2.0),
+            resize_problem(ResizeMode::Cubic, 7, -2.0..2.0),
+        ],
+        seed in 1u64..u64::MAX,
+    ) {
+        check_resize_f32(shape, attrs, seed)?;
     }
 }

@@ -10,6 +10,9 @@ use kiln_codegen::{JitOptions, MaxPoolKernel};
 use kiln_ir::{DType, Op, PoolAttrs, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
+mod common;
+use common::{cases_from_env, interpret, spatial_1d_to_3d};
+
 #[derive(Clone, Debug)]
 struct Case {
     batch: usize,
@@ -21,38 +24,23 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let dim = (
-        1usize..=3,
-        1usize..=3,
-        1usize..=2,
-        0usize..=3,
-        0usize..=3,
-        0usize..=5,
-    );
     (
-        prop::collection::vec(dim, 1..=3),
+        spatial_1d_to_3d(),
         1usize..=2,
         1usize..=37,
         any::<[bool; 2]>(),
     )
-        .prop_flat_map(|(dims, batch, channels, flags)| {
-            let input: Vec<usize> = dims
-                .iter()
-                .map(|&(k, _, d, pb, pe, extra)| {
-                    (d * (k - 1) + 1).saturating_sub(pb + pe).max(1) + extra
-                })
-                .collect();
-            let mut pads: Vec<usize> = dims.iter().map(|d| d.3).collect();
-            pads.extend(dims.iter().map(|d| d.4));
+        .prop_flat_map(|(sp, batch, channels, flags)| {
             let attrs = PoolAttrs {
-                kernel: dims.iter().map(|d| d.0).collect(),
-                strides: dims.iter().map(|d| d.1).collect(),
-                pads,
-                dilations: dims.iter().map(|d| d.2).collect(),
+                kernel: sp.kernel,
+                strides: sp.strides,
+                pads: sp.pads,
+                dilations: sp.dilations,
                 ceil_mode: flags[0],
                 count_include_pad: false,
                 storage_order: 0,
             };
+            let input = sp.input;
             let numel = batch * channels * input.iter().product::<usize>();
             prop::collection::vec(any::<u8>(), numel).prop_map(move |data| Case {
                 batch,
@@ -63,13 +51,6 @@ fn case() -> impl Strategy<Value = Case> {
                 data,
             })
         })
-}
-
-fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {
@@ -89,15 +70,9 @@ proptest! {
         let kernel = MaxPoolKernel::compile(&case.attrs, &x_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let out_ty = TensorType::new(dtype, kernel.output_shape().to_vec());
-        let want = kiln_interp::eval_op(
-            &Op::MaxPool(case.attrs.clone()),
-            &[&x],
-            &[&x_ty],
-            std::slice::from_ref(&out_ty),
-        )
-        .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::MaxPool(case.attrs.clone()), &[&x], &[&x_ty], &out_ty)?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        prop_assert_eq!(&got, &want[0]);
+        prop_assert_eq!(&got, &want);
     }
 }
 

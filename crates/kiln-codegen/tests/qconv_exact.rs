@@ -12,6 +12,9 @@ use kiln_codegen::{
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
+mod common;
+use common::{cases_from_env, spatial};
+
 /// SplitMix64: the tensor contents of a case come from one seed, so proptest shrinks the
 /// problem's shape while the data stays reproducible.
 struct Rng(u64);
@@ -61,46 +64,6 @@ struct Case {
     /// i8, so VNNI hosts run these through `vpdpbusd`.
     symmetric_weights: bool,
     seed: u64,
-}
-
-/// Per spatial dim attributes and input extent of one case.
-#[derive(Clone, Debug)]
-struct Spatial {
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pads: Vec<usize>,
-    input: Vec<usize>,
-}
-
-fn spatial(rank: usize) -> impl Strategy<Value = Spatial> {
-    // per dim: kernel, stride, dilation, pad begin, pad end, input extent
-    let dim = (
-        1usize..=3,
-        1usize..=3,
-        1usize..=2,
-        0usize..=3,
-        0usize..=3,
-        0usize..=6,
-    )
-        .prop_map(|(k, s, d, pb, pe, extra)| {
-            let span = d * (k - 1) + 1;
-            // pads may exceed the kernel (outputs that see only padding); the input is large
-            // enough that the padded extent covers the kernel
-            let input = span.saturating_sub(pb + pe).max(1) + extra;
-            (k, s, d, pb, pe, input)
-        });
-    prop::collection::vec(dim, rank).prop_map(|dims| {
-        let mut pads: Vec<usize> = dims.iter().map(|d| d.3).collect();
-        pads.extend(dims.iter().map(|d| d.4));
-        Spatial {
-            kernel: dims.iter().map(|d| d.0).collect(),
-            strides: dims.iter().map(|d| d.1).collect(),
-            dilations: dims.iter().map(|d| d.2).collect(),
-            pads,
-            input: dims.iter().map(|d| d.5).collect(),
-        }
-    })
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -353,13 +316,6 @@ fn expected_default_inner(case: &Case) -> InnerProduct {
     } else {
         InnerProduct::Pmaddwd
     }
-}
-
-fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

@@ -11,6 +11,9 @@ use kiln_codegen::{
 use kiln_ir::{DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
 
+mod common;
+use common::cases_from_env;
+
 /// SplitMix64: tensor contents come from one seed, so proptest shrinks shapes while the data
 /// stays reproducible.
 struct Rng(u64);
@@ -277,13 +280,6 @@ fn run_threaded(
         _ => return Err("int8 a and output expected".into()),
     };
     Tensor::new(like.shape().to_vec(), data).map_err(|e| e.to_string())
-}
-
-fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

@@ -1,13 +1,17 @@
 //! The JIT Quantize and Dequantize kernels against the reference interpreter
 //! (`kiln_interp::eval_op`), bit for bit, over random shapes (odd sizes, so rows end in
-//! partial vectors), per-tensor and per-axis parameters along any axis, u8/i8, and inputs
-//! that hit the edge cases: exact .5 ties, saturation, ±∞ and NaN.
+//! partial vectors), per-tensor and per-axis parameters along any axis, u8/i8 (and i32 for
+//! dequantize), and inputs that hit the edge cases: exact .5 ties, saturation, ±∞ and NaN.
 //!
-//! `PROPTEST_CASES` sets the number of random problems (default 1000; this suite runs half).
+//! `PROPTEST_CASES` sets the number of random problems (default 1000; each test here runs a
+//! quarter).
 
 use kiln_codegen::{DequantizeKernel, JitOptions, QuantizeKernel};
 use kiln_ir::{DType, Op, Quant, Tensor, TensorData, TensorType};
 use proptest::prelude::*;
+
+mod common;
+use common::{cases_from_env, interpret};
 
 /// SplitMix64, as in the other suites.
 struct Rng(u64);
@@ -80,13 +84,6 @@ fn quant_type(case: &Case, dtype: DType, rng: &mut Rng) -> TensorType {
     TensorType::new(dtype, case.shape.clone()).with_quant(quant)
 }
 
-fn cases_from_env(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn int_dtype(signed: bool) -> DType {
     if signed {
         DType::I8
@@ -116,12 +113,11 @@ proptest! {
             .collect();
         let x = Tensor::new(case.shape.clone(), TensorData::F32(values)).expect("shape matches");
         let x_ty = TensorType::new(DType::F32, case.shape.clone());
-        let want = kiln_interp::eval_op(&Op::Quantize, &[&x], &[&x_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Quantize, &[&x], &[&x_ty], &out_ty)?;
         let kernel = QuantizeKernel::compile(&x_ty, &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
-        prop_assert_eq!(&got, &want[0]);
+        prop_assert_eq!(&got, &want);
     }
 
     #[test]
@@ -136,8 +132,7 @@ proptest! {
         };
         let x = Tensor::new(case.shape.clone(), data).expect("shape matches");
         let out_ty = TensorType::new(DType::F32, case.shape.clone());
-        let want = kiln_interp::eval_op(&Op::Dequantize, &[&x], &[&x_ty], std::slice::from_ref(&out_ty))
-            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        let want = interpret(&Op::Dequantize, &[&x], &[&x_ty], &out_ty)?;
         let kernel = DequantizeKernel::compile(&x_ty, &out_ty, &JitOptions::default())
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
@@ -146,8 +141,58 @@ proptest! {
             TensorData::F32(v) => v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>(),
             _ => Vec::new(),
         };
-        prop_assert_eq!(got.shape(), want[0].shape());
-        prop_assert_eq!(bits(&got), bits(&want[0]));
+        prop_assert_eq!(got.shape(), want.shape());
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+}
+
+/// An i32 quantized type for `case` (the quantizer's biases): scales as for int8; zero
+/// point 0 as biases have, or — for `signed` cases — anywhere in i32, where `q − zp` wraps.
+fn i32_quant_type(case: &Case, rng: &mut Rng) -> TensorType {
+    let zp = |rng: &mut Rng| {
+        if case.signed {
+            rng.int(i32::MIN as i64, i32::MAX as i64) as i32
+        } else {
+            0
+        }
+    };
+    let quant = match case.axis {
+        None => Quant::per_tensor(rng.float(1e-6, 0.5), zp(rng)),
+        Some(axis) => {
+            let n = case.shape[axis];
+            Quant::PerAxis {
+                axis,
+                scales: (0..n).map(|_| rng.float(1e-6, 0.5)).collect(),
+                zero_points: (0..n).map(|_| zp(rng)).collect(),
+            }
+        }
+    };
+    TensorType::new(DType::I32, case.shape.clone()).with_quant(quant)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(1000) / 4))]
+
+    /// i32 → f32: the conversion rounds above 2²⁴ (values drawn up to the i32 extremes).
+    #[test]
+    fn dequantize_i32_jit_matches_interpreter(case in case()) {
+        let mut rng = Rng(case.seed);
+        let x_ty = i32_quant_type(&case, &mut rng);
+        let numel: usize = case.shape.iter().product();
+        let values: Vec<i32> = (0..numel)
+            .map(|_| match rng.int(0, 5) {
+                0 => rng.int(i32::MIN as i64, i32::MAX as i64) as i32,
+                1 => [i32::MIN, i32::MAX, 1 << 24, (1 << 24) + 1, -(1 << 25) - 3][rng.int(0, 4) as usize],
+                _ => rng.int(-5000, 5000) as i32,
+            })
+            .collect();
+        let x = Tensor::new(case.shape.clone(), TensorData::I32(values)).expect("shape matches");
+        let out_ty = TensorType::new(DType::F32, case.shape.clone());
+        let want = interpret(&Op::Dequantize, &[&x], &[&x_ty], &out_ty)?;
+        let kernel = DequantizeKernel::compile(&x_ty, &out_ty, &JitOptions::default())
+            .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+        let got = kernel.run(&x).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+        prop_assert!(got.bitwise_eq(&want), "{:?} vs {:?}", got, want);
     }
 }
 
@@ -170,4 +215,5 @@ fn rejects_wrong_buffers_and_types() {
     let mut f = vec![0f32; 6];
     assert!(dq.run_into(&[0u8; 6], &mut f).is_ok());
     assert!(dq.run_into(&[0u8; 7], &mut f).is_err());
+    assert!(dq.run_into(&[0i32; 6], &mut f).is_err());
 }

@@ -5,6 +5,8 @@
 use crate::dtype::DType;
 use crate::tensor::{checked_numel, Tensor, TensorData};
 use half::f16;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -114,10 +116,25 @@ fn dtype_of_descr(descr: &str) -> Result<DType, NpyError> {
 
 /// Parse a `.npy` file's bytes.
 pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    let header = read_header(bytes, bytes.len())?;
+    decode_data(header.dtype, header.shape, &bytes[header.data_start..])
+}
+
+/// What a `.npy` header says: the element type, the shape, and where the data starts.
+struct NpyHeader {
+    dtype: DType,
+    shape: Vec<usize>,
+    data_start: usize,
+}
+
+/// Where the header dictionary of a `.npy` file whose first bytes are `prefix` lies:
+/// `(start, end)`, checked against the length of the whole file (`file_len`, which may be
+/// more than `prefix` holds). `prefix` needs at most the first 12 bytes.
+fn header_span(prefix: &[u8], file_len: usize) -> Result<(usize, usize), NpyError> {
+    if prefix.len() < MAGIC.len() || &prefix[..MAGIC.len()] != MAGIC {
         return Err(NpyError::BadMagic);
     }
-    let (major, minor) = match bytes.get(6..8) {
+    let (major, minor) = match prefix.get(6..8) {
         Some(&[major, minor]) => (major, minor),
         _ => {
             return Err(NpyError::Header(
@@ -127,7 +144,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
     };
     // Version 1 has a 2-byte header length; 2 and 3 a 4-byte one (3 allows UTF-8 in it).
     let (header_len, header_start): (usize, usize) = match (major, minor) {
-        (1, 0) => match bytes.get(8..10) {
+        (1, 0) => match prefix.get(8..10) {
             Some(&[a, b]) => (u16::from_le_bytes([a, b]) as usize, 10),
             _ => {
                 return Err(NpyError::Header(
@@ -135,7 +152,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
                 ))
             }
         },
-        (2, 0) | (3, 0) => match bytes.get(8..12) {
+        (2, 0) | (3, 0) => match prefix.get(8..12) {
             Some(&[a, b, c, d]) => (u32::from_le_bytes([a, b, c, d]) as usize, 12),
             _ => {
                 return Err(NpyError::Header(
@@ -147,15 +164,23 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
     };
     let header_end = header_start
         .checked_add(header_len)
-        .filter(|&end| end <= bytes.len())
+        .filter(|&end| end <= file_len)
         .ok_or_else(|| {
             NpyError::Header(format!(
-                "header of {header_len} bytes runs past the end of the {}-byte file",
-                bytes.len()
+                "header of {header_len} bytes runs past the end of the {file_len}-byte file"
             ))
         })?;
-    let header_bytes = &bytes[header_start..header_end];
-    let header: String = if major == 3 {
+    Ok((header_start, header_end))
+}
+
+/// Parse the header of a `.npy` file of `file_len` bytes from its first bytes, which must
+/// reach at least to the end of the header.
+fn read_header(bytes: &[u8], file_len: usize) -> Result<NpyHeader, NpyError> {
+    let (header_start, header_end) = header_span(bytes, file_len)?;
+    let header_bytes = bytes
+        .get(header_start..header_end)
+        .ok_or_else(|| NpyError::Header("the header was not read completely".to_string()))?;
+    let header: String = if bytes[6] == 3 {
         std::str::from_utf8(header_bytes)
             .map_err(|_| NpyError::Header("header is not valid UTF-8".into()))?
             .to_string()
@@ -167,26 +192,35 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
     if fields.fortran_order {
         return Err(NpyError::FortranOrder);
     }
-    let dtype = dtype_of_descr(&fields.descr)?;
-    decode_data(dtype, fields.shape, &bytes[header_end..])
+    Ok(NpyHeader {
+        dtype: dtype_of_descr(&fields.descr)?,
+        shape: fields.shape,
+        data_start: header_end,
+    })
+}
+
+/// The data size a header calls for, or why it cannot exist.
+fn data_size(dtype: DType, shape: &[usize]) -> Result<usize, NpyError> {
+    checked_numel(shape)
+        .and_then(|n| n.checked_mul(dtype.size_bytes()))
+        .ok_or_else(|| NpyError::Header(format!("shape {shape:?} is too large")))
+}
+
+/// The data length must be exactly what the header calls for.
+fn check_data_len(expected: usize, got: usize) -> Result<(), NpyError> {
+    if got < expected {
+        return Err(NpyError::Truncated { expected, got });
+    }
+    if got > expected {
+        return Err(NpyError::TrailingBytes {
+            extra: got - expected,
+        });
+    }
+    Ok(())
 }
 
 fn decode_data(dtype: DType, shape: Vec<usize>, data: &[u8]) -> Result<Tensor, NpyError> {
-    let size = dtype.size_bytes();
-    let expected = checked_numel(&shape)
-        .and_then(|n| n.checked_mul(size))
-        .ok_or_else(|| NpyError::Header(format!("shape {shape:?} is too large")))?;
-    if data.len() < expected {
-        return Err(NpyError::Truncated {
-            expected,
-            got: data.len(),
-        });
-    }
-    if data.len() > expected {
-        return Err(NpyError::TrailingBytes {
-            extra: data.len() - expected,
-        });
-    }
+    check_data_len(data_size(dtype, &shape)?, data.len())?;
     fn words<const N: usize, T>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
         data.chunks_exact(N)
             .map(|c| {
@@ -429,8 +463,38 @@ pub fn write_npy(t: &Tensor) -> Vec<u8> {
     out
 }
 
+/// Read a `.npy` file. The header is read and checked first, and the file's length against
+/// the size it declares: a header claiming a huge shape, or a file far larger than its
+/// shape, is an error before the data is read.
 pub fn read_npy_file(path: impl AsRef<Path>) -> Result<Tensor, NpyError> {
-    read_npy(&read_file(path.as_ref())?)
+    let path = path.as_ref();
+    let io = |source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let file_len = usize::try_from(file.metadata().map_err(io)?.len())
+        .map_err(|_| NpyError::Header("the file is larger than memory can address".into()))?;
+    // The fixed prefix (magic, version, header length) is at most 12 bytes.
+    let mut head = Vec::new();
+    file.by_ref().take(12).read_to_end(&mut head).map_err(io)?;
+    let (_, header_end) = header_span(&head, file_len)?;
+    file.by_ref()
+        .take((header_end - head.len().min(header_end)) as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let header = read_header(&head, file_len)?;
+    let expected = data_size(header.dtype, &header.shape)?;
+    // The 12 bytes read first may already reach into the data (a tiny header).
+    let data_len = file_len - header.data_start;
+    check_data_len(expected, data_len)?;
+    let mut data = head.split_off(header.data_start.min(head.len()));
+    file.take(expected.saturating_sub(data.len()) as u64)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    // The file may have shrunk since its length was read.
+    check_data_len(expected, data.len())?;
+    decode_data(header.dtype, header.shape, &data)
 }
 
 pub fn write_npy_file(path: impl AsRef<Path>, t: &Tensor) -> Result<(), NpyError> {
@@ -1008,6 +1072,38 @@ mod tests {
         assert!(read_npy_file(&path).unwrap().bitwise_eq(&t));
         std::fs::write(dir.join("a.npz"), NPZ_DEFLATE).unwrap();
         assert_eq!(read_npz_file(dir.join("a.npz")).unwrap().len(), 2);
+        // A header declaring 2^40 elements over a file of a few bytes, and a file far
+        // longer than its shape: both rejected from the header and the file length.
+        let huge = with_header(
+            "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776,), }",
+            &[1, 2, 3],
+        );
+        std::fs::write(dir.join("huge.npy"), huge).unwrap();
+        assert_eq!(
+            read_npy_file(dir.join("huge.npy")).unwrap_err().to_string(),
+            "truncated .npy data: expected 1099511627776 bytes, got 3"
+        );
+        let mut long = write_npy(&t);
+        long.extend(vec![0u8; 1 << 20]);
+        std::fs::write(dir.join("long.npy"), long).unwrap();
+        assert_eq!(
+            read_npy_file(dir.join("long.npy")).unwrap_err().to_string(),
+            ".npy data has 1048576 bytes more than its shape and dtype call for"
+        );
+        // Every prefix of a file reads as the in-memory reader reads it.
+        let good = write_npy(&t);
+        for end in 0..good.len() {
+            std::fs::write(dir.join("cut.npy"), &good[..end]).unwrap();
+            let from_file = read_npy_file(dir.join("cut.npy")).unwrap_err().to_string();
+            assert_eq!(from_file, read_npy(&good[..end]).unwrap_err().to_string());
+        }
+        // A header short enough that the first 12 bytes read reach into the data.
+        let tiny = with_header("{}", &[]);
+        std::fs::write(dir.join("tiny.npy"), &tiny).unwrap();
+        assert_eq!(
+            read_npy_file(dir.join("tiny.npy")).unwrap_err().to_string(),
+            read_npy(&tiny).unwrap_err().to_string()
+        );
         let missing = dir.join("missing.npy");
         let msg = read_npy_file(&missing).unwrap_err().to_string();
         assert!(

@@ -54,14 +54,77 @@ pub enum OnnxError {
     /// A node whose attributes or inputs do not fit what kiln imports.
     #[error("{node}: {msg}")]
     Node { node: Box<NodeRef>, msg: String },
-    /// Shape inference rejected the op built for a node.
-    #[error("{node}: {source}")]
-    Ir {
-        node: Box<NodeRef>,
-        #[source]
-        source: IrError,
-    },
+    /// Shape inference rejected the op built for a node. The message is the IR's without
+    /// its own node prefix (the ONNX node already names it), so `error` is not exposed as
+    /// a `source()` either: a cause chain would repeat it.
+    #[error("{node}: {}", ir_detail(error))]
+    Ir { node: Box<NodeRef>, error: IrError },
     /// The imported graph failed the IR verifier (an importer bug or an inconsistent model).
     #[error("imported graph is invalid: {0}")]
     Verify(#[source] IrError),
+    /// Importing would need more memory than [`crate::ImportOptions::max_memory`] allows:
+    /// raised before the allocation, from the declared shapes.
+    #[error("{}", memory_limit_message(what, *bytes, *used, *limit))]
+    MemoryLimit {
+        /// The tensor, with its type (`graph input 'x' (f32[1048576,1048576])`).
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// What the import had counted before it.
+        used: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// An IR error's message without the IR node prefix that inference errors carry.
+fn ir_detail(error: &IrError) -> String {
+    match error {
+        IrError::Infer { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn memory_limit_message(what: &str, bytes: u64, used: u64, limit: u64) -> String {
+    let already = if used == 0 {
+        String::new()
+    } else {
+        format!(" on top of the {} imported before it", human_bytes(used))
+    };
+    format!(
+        "{what} needs {} ({bytes} bytes){already}, over the import memory limit of {}; \
+         raise it with --max-memory if the model really is that large",
+        human_bytes(bytes),
+        human_bytes(limit)
+    )
+}
+
+/// `1536` → `1.5 KiB`: binary units, one decimal.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(16 << 30), "16.0 GiB");
+        assert_eq!(human_bytes(1 << 42), "4.0 TiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
 }

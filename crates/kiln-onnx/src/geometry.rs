@@ -1,6 +1,9 @@
 //! Static-shape arithmetic of the ONNX ops: `auto_pad` and ConvTranspose `output_shape`
 //! resolved to explicit pads, Reshape targets with `0`/`-1`, Slice bounds, Split sizes.
-//! Pure functions over shapes; the caller adds the node to any error.
+//! Pure functions over shapes; the caller adds the node to any error. Attribute values
+//! come from the model, so arithmetic on them is checked: an overflow is an error.
+
+use kiln_ir::tensor::checked_numel;
 
 /// ONNX `auto_pad`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -25,9 +28,13 @@ impl AutoPad {
     }
 }
 
-/// Extent of a dilated kernel: `(k − 1)·d + 1`.
-fn dilated(kernel: usize, dilation: usize) -> usize {
-    (kernel.max(1) - 1) * dilation + 1
+/// Extent of a dilated kernel: `(k − 1)·d + 1`, or an error when attribute values make it
+/// overflow.
+fn dilated(kernel: usize, dilation: usize) -> Result<usize, String> {
+    (kernel.max(1) - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| format!("dilated kernel extent ({kernel} − 1)·{dilation} + 1 overflows"))
 }
 
 /// Explicit pads in ONNX order from the `pads` attribute (must be non-negative).
@@ -44,6 +51,46 @@ pub(crate) fn explicit_pads(pads: Option<&[i64]>, spatial: usize) -> Result<Vec<
             .map(|&v| usize::try_from(v).map_err(|_| format!("pads {p:?} has a negative entry")))
             .collect(),
     }
+}
+
+/// The largest padded input, dilated kernel extent or stride of a sliding window kiln
+/// accepts along one axis: 2^31 − 1 (TensorRT's dimension limit too). Real models stay
+/// far below; the values attributes can name (up to 2^63) would overflow the index
+/// arithmetic of every later stage, and with SAME padding a huge kernel or dilation is
+/// otherwise legal.
+pub(crate) const MAX_WINDOW_EXTENT: usize = (1 << 31) - 1;
+
+/// Check a resolved sliding window against [`MAX_WINDOW_EXTENT`], per spatial axis:
+/// `input + pad_begin + pad_end`, the dilated kernel extent and the stride.
+pub(crate) fn check_window_extent(
+    input: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+) -> Result<(), String> {
+    let n = input.len();
+    for i in 0..n {
+        let extent = dilated(kernel[i], dilations[i])?;
+        let padded = input[i]
+            .checked_add(pads[i])
+            .and_then(|v| v.checked_add(pads[n + i]));
+        let (what, value) = if extent > MAX_WINDOW_EXTENT {
+            ("the dilated kernel extent", Some(extent))
+        } else if strides[i] > MAX_WINDOW_EXTENT {
+            ("the stride", Some(strides[i]))
+        } else if padded.is_none_or(|p| p > MAX_WINDOW_EXTENT) {
+            ("the padded input", padded)
+        } else {
+            continue;
+        };
+        let value = value.map_or("more than a usize holds".to_string(), |v| v.to_string());
+        return Err(format!(
+            "spatial dim {i}: {what} ({value}) exceeds {MAX_WINDOW_EXTENT}, the largest window \
+             kiln supports"
+        ));
+    }
+    Ok(())
 }
 
 /// Pads `[begin.., end..]` of a sliding window (Conv, ConvInteger, QLinearConv, pools).
@@ -67,7 +114,10 @@ pub(crate) fn window_pads(
             let mut out = vec![0; 2 * n];
             for i in 0..n {
                 let target = input[i].div_ceil(strides[i]);
-                let needed = (target.max(1) - 1) * strides[i] + dilated(kernel[i], dilations[i]);
+                // (target − 1)·stride ≤ input − 1 cannot overflow; the extent can.
+                let needed = ((target.max(1) - 1) * strides[i])
+                    .checked_add(dilated(kernel[i], dilations[i])?)
+                    .ok_or_else(|| format!("SAME padding of spatial dim {i} overflows"))?;
                 let total = needed.saturating_sub(input[i]);
                 let small = total / 2;
                 let (begin, end) = if auto_pad == AutoPad::SameUpper {
@@ -103,24 +153,35 @@ pub(crate) fn conv_transpose_pads(
     let n = input.len();
     let targets: Vec<usize> = match (output_shape, auto_pad) {
         (Some(shape), _) => shape.to_vec(),
-        (None, AutoPad::SameUpper | AutoPad::SameLower) => {
-            input.iter().zip(strides).map(|(&i, &s)| i * s).collect()
-        }
+        (None, AutoPad::SameUpper | AutoPad::SameLower) => input
+            .iter()
+            .zip(strides)
+            .map(|(&i, &s)| {
+                i.checked_mul(s)
+                    .ok_or_else(|| format!("SAME output size {i}·{s} overflows"))
+            })
+            .collect::<Result<_, _>>()?,
         (None, AutoPad::Valid) => return Ok((vec![0; 2 * n], output_padding.to_vec())),
         (None, AutoPad::NotSet) => return Ok((explicit_pads(pads, n)?, output_padding.to_vec())),
     };
     let mut out_pads = vec![0; 2 * n];
     let mut out_padding = output_padding.to_vec();
     for i in 0..n {
-        let full = (strides[i] * input[i].saturating_sub(1)
-            + output_padding[i]
-            + dilated(kernel[i], dilations[i])) as i64;
-        let total = full - targets[i] as i64;
+        // In i128 each term fits (they are below 2^64); their product and sum need not.
+        let extent = dilated(kernel[i], dilations[i])?;
+        let full = (strides[i] as i128)
+            .checked_mul(input[i].saturating_sub(1) as i128)
+            .and_then(|v| v.checked_add(output_padding[i] as i128))
+            .and_then(|v| v.checked_add(extent as i128))
+            .ok_or_else(|| format!("the transposed output of spatial dim {i} overflows"))?;
+        let total = full - targets[i] as i128;
         if total < 0 {
-            out_padding[i] += (-total) as usize;
+            out_padding[i] = usize::try_from(output_padding[i] as i128 - total)
+                .map_err(|_| format!("output padding of spatial dim {i} overflows"))?;
             continue;
         }
-        let total = total as usize;
+        let total = usize::try_from(total)
+            .map_err(|_| format!("pads of spatial dim {i} ({total} in all) overflow"))?;
         let small = total / 2;
         let (begin, end) = if auto_pad == AutoPad::SameUpper {
             (small, total - small)
@@ -140,7 +201,7 @@ pub(crate) fn reshape_target(
     shape: &[i64],
     allowzero: bool,
 ) -> Result<Vec<usize>, String> {
-    let numel: usize = input.iter().product();
+    let numel = checked_numel(input).ok_or_else(|| format!("input shape {input:?} overflows"))?;
     let mut out = Vec::with_capacity(shape.len());
     let mut infer_at = None;
     for (i, &d) in shape.iter().enumerate() {
@@ -159,11 +220,14 @@ pub(crate) fn reshape_target(
                 )
             })?),
             d if d < 0 => return Err(format!("shape {shape:?} has invalid entry {d}")),
-            d => out.push(d as usize),
+            d => out.push(
+                usize::try_from(d).map_err(|_| format!("shape {shape:?}: {d} is too large"))?,
+            ),
         }
     }
     if let Some(i) = infer_at {
-        let known: usize = out.iter().product();
+        // An overflowing product of the known dims cannot divide the element count.
+        let known = checked_numel(&out).unwrap_or(0);
         if known == 0 || !numel.is_multiple_of(known) {
             return Err(format!(
                 "cannot reshape {input:?} ({numel} elements) to {shape:?}"
@@ -171,7 +235,7 @@ pub(crate) fn reshape_target(
         }
         out[i] = numel / known;
     }
-    if out.iter().product::<usize>() != numel {
+    if checked_numel(&out) != Some(numel) {
         return Err(format!(
             "cannot reshape {input:?} ({numel} elements) to {shape:?} (resolved {out:?})"
         ));
@@ -181,25 +245,29 @@ pub(crate) fn reshape_target(
 
 /// Normalize one Slice axis (ONNX Slice-10+): negative `start`/`end` count from the back,
 /// then clamp to `[0, dim]` for positive steps and `[0, dim − 1]` / `[-1, dim − 1]` for
-/// negative ones. Returns `(start, end)`.
+/// negative ones. A step longer than the axis picks at most the start element, as a step
+/// of exactly ±dim does: it is clamped to that, so that no later index arithmetic on it can
+/// overflow. Returns `(start, end, step)`.
 pub(crate) fn slice_bounds(
     dim: usize,
     start: i64,
     end: i64,
     step: i64,
-) -> Result<(i64, i64), String> {
+) -> Result<(i64, i64, i64), String> {
     if step == 0 {
         return Err("slice step is 0".into());
     }
     let d = dim as i64;
     let from_back = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (start, end) = (from_back(start), from_back(end));
+    let longest = d.max(1);
+    let step = step.clamp(-longest, longest);
     Ok(if step > 0 {
-        (start.clamp(0, d), end.clamp(0, d))
+        (start.clamp(0, d), end.clamp(0, d), step)
     } else if dim == 0 {
-        (0, -1)
+        (0, -1, step)
     } else {
-        (start.clamp(0, d - 1), end.clamp(-1, d - 1))
+        (start.clamp(0, d - 1), end.clamp(-1, d - 1), step)
     })
 }
 
@@ -330,6 +398,65 @@ mod tests {
     }
 
     #[test]
+    fn windows_past_the_extent_limit_are_errors() {
+        assert!(check_window_extent(&[224], &[7], &[2], &[1], &[3, 3]).is_ok());
+        let big = MAX_WINDOW_EXTENT + 1;
+        assert_eq!(
+            check_window_extent(&[8], &[3], &[1], &[1 << 62], &[0, 0]).unwrap_err(),
+            "spatial dim 0: the dilated kernel extent (9223372036854775809) exceeds \
+             2147483647, the largest window kiln supports"
+        );
+        assert!(
+            check_window_extent(&[8, 8], &[1, 1], &[1, big], &[1, 1], &[0; 4])
+                .unwrap_err()
+                .starts_with("spatial dim 1: the stride (2147483648)")
+        );
+        assert!(
+            check_window_extent(&[8], &[1], &[1], &[1], &[usize::MAX, 1])
+                .unwrap_err()
+                .contains("the padded input (more than a usize holds)")
+        );
+        // SAME padding for a 2^31-tap pooling kernel: the kernel itself is too large.
+        let pads = window_pads(AutoPad::SameUpper, &[5], &[1 << 31], &[1], &[1], None).unwrap();
+        assert!(check_window_extent(&[5], &[1 << 31], &[1], &[1], &pads).is_err());
+    }
+
+    #[test]
+    fn attribute_values_that_overflow_are_errors() {
+        let huge = 1usize << 62;
+        assert_eq!(
+            window_pads(AutoPad::SameUpper, &[8], &[5], &[1], &[huge], None).unwrap_err(),
+            "dilated kernel extent (5 − 1)·4611686018427387904 + 1 overflows"
+        );
+        assert!(window_pads(AutoPad::SameUpper, &[8], &[1], &[usize::MAX], &[1], None).is_ok());
+        let ct = |strides: &[usize], input: &[usize], out: Option<&[usize]>| {
+            conv_transpose_pads(
+                AutoPad::SameUpper,
+                input,
+                &[3],
+                strides,
+                &[1],
+                None,
+                &[0],
+                out,
+            )
+        };
+        assert!(ct(&[huge], &[8], None)
+            .unwrap_err()
+            .contains("SAME output size 8·4611686018427387904 overflows"));
+        // The full extent (7·2^62 + 3) is computed in i128; the crop it asks for does not
+        // fit in a usize.
+        assert!(ct(&[huge], &[8], Some(&[1]))
+            .unwrap_err()
+            .starts_with("pads of spatial dim 0"));
+        assert!(ct(&[usize::MAX], &[usize::MAX], Some(&[0])).is_err());
+        assert!(reshape_target(&[2, 3], &[1 << 62, 1 << 62], false)
+            .unwrap_err()
+            .starts_with("cannot reshape [2, 3] (6 elements)"));
+        assert!(reshape_target(&[2, 3], &[1 << 62, 1 << 62, -1], false).is_err());
+    }
+
+    #[test]
     fn reshape_zero_and_minus_one() {
         assert_eq!(
             reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
@@ -345,13 +472,17 @@ mod tests {
 
     #[test]
     fn slice_bounds_clamp_like_onnx() {
-        assert_eq!(slice_bounds(10, 2, 5, 1).unwrap(), (2, 5));
-        assert_eq!(slice_bounds(10, -3, i64::MAX, 1).unwrap(), (7, 10));
-        assert_eq!(slice_bounds(10, 0, -1, 1).unwrap(), (0, 9));
+        assert_eq!(slice_bounds(10, 2, 5, 1).unwrap(), (2, 5, 1));
+        assert_eq!(slice_bounds(10, -3, i64::MAX, 1).unwrap(), (7, 10, 1));
+        assert_eq!(slice_bounds(10, 0, -1, 1).unwrap(), (0, 9, 1));
         // Reversal: start at the last element, run past the front.
-        assert_eq!(slice_bounds(10, -1, i64::MIN, -1).unwrap(), (9, -1));
-        assert_eq!(slice_bounds(10, 20, -20, -2).unwrap(), (9, -1));
+        assert_eq!(slice_bounds(10, -1, i64::MIN, -1).unwrap(), (9, -1, -1));
+        assert_eq!(slice_bounds(10, 20, -20, -2).unwrap(), (9, -1, -2));
         assert!(slice_bounds(10, 0, 1, 0).is_err());
+        // Steps past the axis length pick only the start element, like ±dim.
+        assert_eq!(slice_bounds(10, 0, 10, i64::MAX).unwrap(), (0, 10, 10));
+        assert_eq!(slice_bounds(10, 9, -20, i64::MIN).unwrap(), (9, -1, -10));
+        assert_eq!(slice_bounds(0, 0, 5, -7).unwrap(), (0, -1, -1));
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! converters share.
 
 use crate::attrs::NodeCx;
+use crate::budget::{byte_size, fold_work, MemoryBudget, FOLD_WORK_LIMIT};
 use crate::error::{NodeRef, OnnxError};
 use crate::ops;
 use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
-use crate::proto::{type_proto, GraphProto, ModelProto, ValueInfoProto};
-use crate::tensor::{dtype_from_onnx, tensor_from_proto};
+use crate::proto::{type_proto, GraphProto, ModelProto, TensorProto, ValueInfoProto};
+use crate::tensor::{declared_type, dtype_from_onnx, tensor_from_proto};
 use crate::ImportOptions;
 use kiln_ir::{infer_types, Graph, IrError, Op, Output, Quant, Tensor, TensorType, ValueId};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -36,6 +37,8 @@ pub(crate) struct Importer<'m> {
     /// [`Importer::quantized_view`]).
     quant_views: HashMap<ValueId, Vec<ValueId>>,
     model_dir: Option<&'m Path>,
+    /// Bytes of every tensor declared or created so far ([`ImportOptions::max_memory`]).
+    budget: MemoryBudget,
 }
 
 /// Import a decoded model.
@@ -44,6 +47,13 @@ pub(crate) fn import_model(
     model_dir: Option<&Path>,
     opts: &ImportOptions,
 ) -> Result<Graph, OnnxError> {
+    if model.ir_version.is_none() && model.opset_import.is_empty() && model.graph.is_none() {
+        return Err(OnnxError::Model(
+            "not an ONNX model: the bytes decode as protobuf but hold no ir_version, \
+             opset_import or graph"
+                .into(),
+        ));
+    }
     let opsets = opset_versions(model)?;
     let default_opset = opsets[""];
     let gp = model
@@ -55,6 +65,12 @@ pub(crate) fn import_model(
             "sparse initializers are not supported".into(),
         ));
     }
+    if gp.output.is_empty() {
+        return Err(OnnxError::Model(
+            "the graph declares no outputs (graph.output is empty)".into(),
+        ));
+    }
+    check_value_names(gp)?;
     let name = match gp.name() {
         "" => "main",
         n => n,
@@ -67,6 +83,7 @@ pub(crate) fn import_model(
         used_node_names: HashSet::new(),
         quant_views: HashMap::new(),
         model_dir,
+        budget: MemoryBudget::new(opts.max_memory),
     };
     im.add_inputs_and_initializers(gp, opts)?;
 
@@ -77,20 +94,17 @@ pub(crate) fn import_model(
             "" | DEFAULT_DOMAIN => (DEFAULT_DOMAIN.to_string(), default_opset),
             d => (d.to_string(), opsets.get(d).copied().unwrap_or(0)),
         };
-        let base_name = match proto.name() {
-            "" => format!("{op_type}_{index}"),
-            n => n.to_string(),
-        };
         let cx = NodeCx {
             proto,
             node: NodeRef {
-                name: base_name,
+                name: node_name(gp, index),
                 op_type: op_type.to_string(),
                 domain,
                 opset,
             },
         };
         ops::convert(&mut im, &cx)?;
+        im.explain_missing_outputs(&cx);
     }
 
     let mut outputs = Vec::with_capacity(gp.output.len());
@@ -142,8 +156,79 @@ fn all_value_names(gp: &GraphProto) -> HashSet<String> {
     names
 }
 
+/// The node's name, or `<op_type>_<index>` when the model leaves it empty.
+fn node_name(gp: &GraphProto, index: usize) -> String {
+    let node = &gp.node[index];
+    match node.name() {
+        "" => format!("{}_{index}", node.op_type()),
+        n => n.to_string(),
+    }
+}
+
+/// `'conv1' (Conv)`, for model-level messages about nodes.
+fn node_label(gp: &GraphProto, index: usize) -> String {
+    format!("'{}' ({})", node_name(gp, index), gp.node[index].op_type())
+}
+
+/// ONNX graphs are in SSA form: every value name is defined once, by a graph input, an
+/// initializer (which may also be listed as an input, the pre-IR-4 style) or one node
+/// output. A second definition would silently shadow the first.
+fn check_value_names(gp: &GraphProto) -> Result<(), OnnxError> {
+    let mut inputs = HashSet::new();
+    for vi in &gp.input {
+        if !inputs.insert(vi.name()) {
+            return Err(OnnxError::Model(format!(
+                "graph input '{}' is declared twice",
+                vi.name()
+            )));
+        }
+    }
+    let mut initializers = HashSet::new();
+    for t in &gp.initializer {
+        if !initializers.insert(t.name()) {
+            return Err(OnnxError::Model(format!(
+                "initializer '{}' is defined twice",
+                t.name()
+            )));
+        }
+    }
+    let mut producers: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in gp.node.iter().enumerate() {
+        for out in n.output.iter().filter(|o| !o.is_empty()) {
+            let also = if inputs.contains(out.as_str()) {
+                Some("a graph input")
+            } else if initializers.contains(out.as_str()) {
+                Some("an initializer")
+            } else {
+                None
+            };
+            if let Some(also) = also {
+                return Err(OnnxError::Model(format!(
+                    "value '{out}' is produced by node {} but is also {also}; ONNX defines \
+                     each value once",
+                    node_label(gp, i)
+                )));
+            }
+            if let Some(first) = producers.insert(out, i) {
+                return Err(OnnxError::Model(if first == i {
+                    format!("node {} lists output '{out}' twice", node_label(gp, i))
+                } else {
+                    format!(
+                        "value '{out}' is produced by both node {} and node {}; ONNX defines \
+                         each value once",
+                        node_label(gp, first),
+                        node_label(gp, i)
+                    )
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Node indices in a topological order (ONNX requires graphs to be sorted, but not every
 /// exporter complies). Ties keep the file order, so sorted graphs import in file order.
+/// Output names are unique ([`check_value_names`] ran first).
 fn topological_node_order(gp: &GraphProto) -> Result<Vec<usize>, OnnxError> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in gp.node.iter().enumerate() {
@@ -155,11 +240,11 @@ fn topological_node_order(gp: &GraphProto) -> Result<Vec<usize>, OnnxError> {
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); gp.node.len()];
     for (i, n) in gp.node.iter().enumerate() {
         for input in n.input.iter().filter(|s| !s.is_empty()) {
+            // A node reading its own output is the smallest cycle: counted like any other
+            // edge, it never becomes ready.
             if let Some(&p) = producer.get(input.as_str()) {
-                if p != i {
-                    pending[i] += 1;
-                    consumers[p].push(i);
-                }
+                pending[i] += 1;
+                consumers[p].push(i);
             }
         }
     }
@@ -174,17 +259,48 @@ fn topological_node_order(gp: &GraphProto) -> Result<Vec<usize>, OnnxError> {
             }
         }
     }
-    if order.len() != gp.node.len() {
-        let stuck = (0..gp.node.len())
-            .find(|&i| pending[i] > 0)
-            .expect("an unordered node exists");
-        return Err(OnnxError::Model(format!(
-            "the graph has a cycle through node '{}' ({})",
-            gp.node[stuck].name(),
-            gp.node[stuck].op_type()
-        )));
+    if order.len() == gp.node.len() {
+        return Ok(order);
     }
-    Ok(order)
+    let cycle = find_cycle(gp, &producer, &pending);
+    let mut steps: Vec<String> = cycle.iter().map(|&i| node_label(gp, i)).collect();
+    steps.push(format!("'{}'", node_name(gp, cycle[0])));
+    Err(OnnxError::Model(format!(
+        "the graph has a cycle: {}",
+        steps.join(" → ")
+    )))
+}
+
+/// One cycle among the nodes a topological sort left unfinished (`pending > 0`), in data
+/// flow order, starting at its lowest node index. Every unfinished node waits on an
+/// unfinished producer, so walking from producer to producer must come back to a node
+/// already visited, and the walk from there on is a cycle.
+fn find_cycle(gp: &GraphProto, producer: &HashMap<&str, usize>, pending: &[usize]) -> Vec<usize> {
+    let mut at = (0..pending.len())
+        .find(|&i| pending[i] > 0)
+        .expect("the sort left a node unfinished");
+    let mut walk: Vec<usize> = Vec::new();
+    let mut position: HashMap<usize, usize> = HashMap::new();
+    let start = loop {
+        if let Some(&k) = position.get(&at) {
+            break k;
+        }
+        position.insert(at, walk.len());
+        walk.push(at);
+        at = gp.node[at]
+            .input
+            .iter()
+            .filter_map(|name| producer.get(name.as_str()).copied())
+            .find(|&p| pending[p] > 0)
+            .expect("an unfinished node waits on an unfinished producer");
+    };
+    // The walk went from consumers to producers: reverse it into data-flow order.
+    let mut cycle: Vec<usize> = walk[start..].iter().rev().copied().collect();
+    let lowest = (0..cycle.len())
+        .min_by_key(|&k| cycle[k])
+        .expect("a cycle has a node");
+    cycle.rotate_left(lowest);
+    cycle
 }
 
 /// The static type of a graph input: declared dtype, declared dims with dynamic ones fixed
@@ -210,16 +326,23 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType, O
         let dims: Vec<String> = (0..rank).map(|i| format!("D{i}")).collect();
         format!("--input-shape {name}={}", dims.join(","))
     };
-    let declared: Option<Vec<Result<usize, String>>> = tensor_type.shape.as_ref().map(|s| {
-        s.dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(DimValue::DimValue(v)) if *v >= 0 => Ok(*v as usize),
-                Some(DimValue::DimParam(p)) if !p.is_empty() => Err(format!("'{p}'")),
-                _ => Err("unnamed".to_string()),
-            })
-            .collect()
-    });
+    // Per dim: its size, or why it is dynamic (its name, or none).
+    let declared: Option<Vec<Result<usize, String>>> = match tensor_type.shape.as_ref() {
+        None => None,
+        Some(s) => Some(
+            s.dim
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match &d.value {
+                    Some(DimValue::DimValue(v)) => usize::try_from(*v)
+                        .map(Ok)
+                        .map_err(|_| err(format!("dim {i} is {v}; dims must be non-negative"))),
+                    Some(DimValue::DimParam(p)) if !p.is_empty() => Ok(Err(format!("'{p}'"))),
+                    _ => Ok(Err("unnamed".to_string())),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
     let shape = match (declared, opts.input_shapes.get(name)) {
         (None, Some(given)) => given.clone(),
         (None, None) => {
@@ -261,6 +384,7 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType, O
                 .collect::<Result<Vec<usize>, _>>()?
         }
     };
+    byte_size(&shape, dtype.size_bytes()).map_err(err)?;
     Ok(TensorType::new(dtype, shape))
 }
 
@@ -287,26 +411,65 @@ impl<'m> Importer<'m> {
             let name = vi.name();
             if let Some(frozen) = opts.frozen_inputs.get(name) {
                 check_frozen_input(vi, frozen)?;
+                self.budget.charge(frozen.byte_size() as u64, || {
+                    format!("frozen graph input '{name}' ({})", frozen.dtype())
+                })?;
                 let v = self.graph.add_const(name, frozen.clone(), None);
                 self.bind(name, v);
             } else if initializer_names.contains(name) {
-                // Old-style models list initializers among the inputs too: they are constants.
+                // Old-style models list initializers among the inputs too: they are
+                // constants, read below, whose type must fit the declaration.
                 continue;
             } else {
                 let ty = input_type(vi, opts)?;
+                self.budget.charge(ty.byte_size() as u64, || {
+                    format!("graph input '{name}' ({ty})")
+                })?;
                 let v = self.graph.add_input(name, ty);
                 self.bind(name, v);
             }
         }
+        let declared_inputs: HashMap<&str, &ValueInfoProto> =
+            gp.input.iter().map(|vi| (vi.name(), vi)).collect();
         for t in &gp.initializer {
             if opts.frozen_inputs.contains_key(t.name()) {
                 continue;
             }
-            let tensor = tensor_from_proto(t, self.model_dir)?;
+            if let Some(vi) = declared_inputs.get(t.name()) {
+                check_initializer_fits_input(vi, &declared_type(t)?)?;
+            }
+            let tensor = self.read_tensor(t, || format!("initializer '{}'", t.name()))?;
             let v = self.graph.add_const(t.name(), tensor, None);
             self.bind(t.name(), v);
         }
         Ok(())
+    }
+
+    /// Decode a tensor proto (an initializer or a Constant's value) after checking its
+    /// declared type and counting its size against the memory budget. `what` names it.
+    pub fn read_tensor(
+        &mut self,
+        proto: &TensorProto,
+        what: impl FnOnce() -> String,
+    ) -> Result<Tensor, OnnxError> {
+        let ty = declared_type(proto)?;
+        self.budget
+            .charge(ty.byte_size() as u64, || format!("{} ({ty})", what()))?;
+        tensor_from_proto(proto, self.model_dir)
+    }
+
+    /// Count a value of type `ty` the node is about to create (output `name`) against the
+    /// memory budget; call it before allocating the value.
+    pub fn charge_value(
+        &mut self,
+        cx: &NodeCx,
+        name: &str,
+        ty: &TensorType,
+    ) -> Result<(), OnnxError> {
+        let bytes = byte_size(&ty.shape, ty.dtype.size_bytes())
+            .map_err(|msg| cx.err(format!("output '{name}': {msg}")))?;
+        self.budget
+            .charge(bytes, || format!("{}: output '{name}' ({ty})", cx.node))
     }
 
     /// Where external data files live (None for models loaded from bytes alone).
@@ -345,6 +508,21 @@ impl<'m> Importer<'m> {
     /// Record that `name` is deliberately not produced.
     pub fn mark_unavailable(&mut self, name: &str, reason: String) {
         self.unavailable.insert(name.to_string(), reason);
+    }
+
+    /// Outputs a node lists beyond those its op has stay unbound; record why, so that a
+    /// consumer's error names the node instead of saying no node produces the value.
+    fn explain_missing_outputs(&mut self, cx: &NodeCx) {
+        for (i, name) in cx.proto.output.iter().enumerate() {
+            if name.is_empty() || self.values.contains_key(name) {
+                continue;
+            }
+            let reason = format!(
+                "node '{}' ({}) lists it as output {i}, but {} has no such output",
+                cx.node.name, cx.node.op_type, cx.node.op_type
+            );
+            self.unavailable.entry(name.clone()).or_insert(reason);
+        }
     }
 
     fn lookup(&self, name: &str) -> Result<ValueId, String> {
@@ -402,14 +580,20 @@ impl<'m> Importer<'m> {
         let Some(v) = self.input(cx, i)? else {
             return Ok(None);
         };
+        let producer = self.graph.node(v.node);
         match self.const_of(v) {
             Some(t) => Ok(Some(t.clone())),
+            None if matches!(producer.op, Op::Input { .. }) => Err(cx.err(format!(
+                "input {i} '{}' ({what}) must be a constant, but it is a graph input, known \
+                 only at run time; kiln needs it known at import (static shapes)",
+                cx.proto.input[i],
+            ))),
             None => Err(cx.err(format!(
                 "input {i} '{}' ({what}) must be a constant, but it is computed at run time by \
                  node '{}' ({}); kiln needs it known at import (static shapes)",
                 cx.proto.input[i],
-                self.graph.node(v.node).name,
-                self.graph.node(v.node).op.mnemonic()
+                producer.name,
+                producer.op.mnemonic()
             ))),
         }
     }
@@ -467,9 +651,10 @@ impl<'m> Importer<'m> {
     /// Build `op` for the node with outputs named `outputs`, inferring types, and bind the
     /// names. When every input is a constant the op is evaluated by the reference
     /// interpreter and its results become constants instead (this is how shape
-    /// computations such as Shape → Gather → Concat → Reshape disappear). Dequantize is
-    /// never folded: it marks where a quantized model's integer weights are, which the
-    /// optimizer needs to see.
+    /// computations such as Shape → Gather → Concat → Reshape disappear), unless that would
+    /// cost more than [`FOLD_WORK_LIMIT`] element operations: such a node is left to run
+    /// time. Dequantize is never folded: it marks where a quantized model's integer
+    /// weights are, which the optimizer needs to see.
     pub fn emit(
         &mut self,
         cx: &NodeCx,
@@ -481,23 +666,27 @@ impl<'m> Importer<'m> {
             let in_types: Vec<&TensorType> = inputs.iter().map(|&v| self.ty(v)).collect();
             let types = infer_types(&op, &in_types).map_err(|msg| OnnxError::Ir {
                 node: Box::new(cx.node.clone()),
-                source: IrError::Infer {
+                error: IrError::Infer {
                     node: cx.node.name.clone(),
                     op: op.mnemonic(),
                     msg,
                 },
             })?;
-            return self.fold(cx, &op, inputs, outputs, types);
+            if fold_work(&op, &in_types, &types) <= FOLD_WORK_LIMIT {
+                return self.fold(cx, &op, inputs, outputs, types);
+            }
         }
         let name = self.node_name_for(cx);
         let ids = self
             .graph
             .add_node(name, op, inputs, outputs.to_vec())
-            .map_err(|source| OnnxError::Ir {
+            .map_err(|error| OnnxError::Ir {
                 node: Box::new(cx.node.clone()),
-                source,
+                error,
             })?;
         for (name, &v) in outputs.iter().zip(&ids) {
+            let ty = self.ty(v).clone();
+            self.charge_value(cx, name, &ty)?;
             self.bind(name, v);
         }
         Ok(ids)
@@ -514,7 +703,13 @@ impl<'m> Importer<'m> {
         types: Vec<TensorType>,
     ) -> Result<Vec<ValueId>, OnnxError> {
         if self.foldable(&op, inputs) {
-            return self.fold(cx, &op, inputs, outputs, types);
+            let in_types: Vec<&TensorType> = inputs.iter().map(|&v| self.ty(v)).collect();
+            if fold_work(&op, &in_types, &types) <= FOLD_WORK_LIMIT {
+                return self.fold(cx, &op, inputs, outputs, types);
+            }
+        }
+        for (name, ty) in outputs.iter().zip(&types) {
+            self.charge_value(cx, name, ty)?;
         }
         let name = self.node_name_for(cx);
         let outs = outputs
@@ -545,7 +740,7 @@ impl<'m> Importer<'m> {
             .map(|types| types.into_iter().map(|t| t.shape).collect())
             .map_err(|msg| OnnxError::Ir {
                 node: Box::new(cx.node.clone()),
-                source: IrError::Infer {
+                error: IrError::Infer {
                     node: cx.node.name.clone(),
                     op: op.mnemonic(),
                     msg,
@@ -574,6 +769,11 @@ impl<'m> Importer<'m> {
         mut types: Vec<TensorType>,
     ) -> Result<Vec<ValueId>, OnnxError> {
         types.truncate(outputs.len());
+        // Folding allocates the results: count them first (a broadcast of two small
+        // constants can be enormous).
+        for (name, ty) in outputs.iter().zip(&types) {
+            self.charge_value(cx, name, ty)?;
+        }
         let tensors: Vec<&Tensor> = inputs
             .iter()
             .map(|&v| {
@@ -685,6 +885,55 @@ fn check_frozen_input(vi: &ValueInfoProto, t: &Tensor) -> Result<(), OnnxError> 
     Ok(())
 }
 
+/// An initializer that is also listed as a graph input must have the declared type: a
+/// mismatch means the model is inconsistent, and the initializer would silently win.
+fn check_initializer_fits_input(vi: &ValueInfoProto, init: &TensorType) -> Result<(), OnnxError> {
+    let err = |msg: String| OnnxError::Input {
+        input: vi.name().to_string(),
+        msg,
+    };
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Ok(());
+    };
+    // An input declared without an element type is only a name; the initializer types it.
+    if tt.elem_type() != 0 {
+        let dtype = dtype_from_onnx(tt.elem_type()).map_err(err)?;
+        if dtype != init.dtype {
+            return Err(err(format!(
+                "is declared {dtype}, but its initializer is {init}"
+            )));
+        }
+    }
+    if let Some(shape) = &tt.shape {
+        let fits = shape.dim.len() == init.shape.len()
+            && shape
+                .dim
+                .iter()
+                .zip(&init.shape)
+                .all(|(d, &n)| match d.value {
+                    Some(DimValue::DimValue(v)) => usize::try_from(v) == Ok(n),
+                    _ => true,
+                });
+        if !fits {
+            let dims: Vec<String> = shape
+                .dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(DimValue::DimValue(v)) => v.to_string(),
+                    Some(DimValue::DimParam(p)) if !p.is_empty() => p.clone(),
+                    _ => "?".to_string(),
+                })
+                .collect();
+            return Err(err(format!(
+                "is declared with shape [{}], but its initializer is {init}",
+                dims.join(",")
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,17 +1014,331 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_is_an_error() {
+    fn a_cycle_is_an_error_that_lists_it() {
+        // A consumer of the cycle comes first in the file: the message shows the cycle
+        // itself, in data-flow order, not the first node that could not be sorted.
         let err = ModelBuilder::new(13)
             .input("x", &[2])
+            .node(named(node("Sigmoid", &["b"], &["y"], vec![]), "after"))
             .node(named(node("Add", &["x", "b"], &["a"], vec![]), "first"))
             .node(named(node("Relu", &["a"], &["b"], vec![]), "second"))
-            .output("b")
+            .output("y")
             .import()
             .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: the graph has a cycle: 'first' (Add) → 'second' (Relu) → 'first'"
+        );
+        // A node reading its own output; unnamed, it gets its generated name.
+        let err = ModelBuilder::new(13)
+            .input("x", &[2])
+            .node(node("Relu", &["x"], &["r"], vec![]))
+            .node(node("Add", &["r", "y"], &["y"], vec![]))
+            .output("y")
+            .import()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: the graph has a cycle: 'Add_1' (Add) → 'Add_1'"
+        );
+    }
+
+    #[test]
+    fn every_value_is_defined_once() {
+        let message = |m: ModelBuilder| m.import().unwrap_err().to_string();
+        let relu = |out: &str| named(node("Relu", &["x"], &[out], vec![]), "relu");
+        assert_eq!(
+            message(
+                ModelBuilder::new(13)
+                    .input("x", &[2])
+                    .node(relu("y"))
+                    .node(named(node("Sigmoid", &["x"], &["y"], vec![]), "sig"))
+                    .output("y")
+            ),
+            "model: value 'y' is produced by both node 'relu' (Relu) and node 'sig' (Sigmoid); \
+             ONNX defines each value once"
+        );
+        assert!(message(
+            ModelBuilder::new(13)
+                .input("x", &[2])
+                .node(relu("x"))
+                .output("x")
+        )
+        .contains("value 'x' is produced by node 'relu' (Relu) but is also a graph input"));
+        assert!(message(
+            ModelBuilder::new(13)
+                .input("x", &[2])
+                .init(tensor_f32("w", &[1], &[1.0]))
+                .node(relu("w"))
+                .output("w")
+        )
+        .contains("value 'w' is produced by node 'relu' (Relu) but is also an initializer"));
+        assert_eq!(
+            message(
+                ModelBuilder::new(13)
+                    .input("x", &[2])
+                    .node(named(node("Split", &["x"], &["y", "y"], vec![]), "split"))
+                    .output("y")
+            ),
+            "model: node 'split' (Split) lists output 'y' twice"
+        );
+        assert_eq!(
+            message(
+                ModelBuilder::new(13)
+                    .input("x", &[2])
+                    .input("x", &[2])
+                    .node(relu("y"))
+                    .output("y")
+            ),
+            "model: graph input 'x' is declared twice"
+        );
+        assert_eq!(
+            message(
+                ModelBuilder::new(13)
+                    .input("x", &[2])
+                    .init(tensor_f32("w", &[1], &[1.0]))
+                    .init(tensor_f32("w", &[1], &[2.0]))
+                    .node(relu("y"))
+                    .output("y")
+            ),
+            "model: initializer 'w' is defined twice"
+        );
+    }
+
+    #[test]
+    fn an_output_the_op_does_not_have_is_explained() {
+        let err = ModelBuilder::new(13)
+            .input("x", &[2])
+            .node(named(node("Relu", &["x"], &["y", "z"], vec![]), "relu"))
+            .output("z")
+            .import()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: graph output 'z' is not available: node 'relu' (Relu) lists it as output 1, \
+             but Relu has no such output"
+        );
+    }
+
+    #[test]
+    fn a_graph_without_outputs_is_an_error() {
+        let err = ModelBuilder::new(13)
+            .input("x", &[2])
+            .node(node("Relu", &["x"], &["y"], vec![]))
+            .import()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: the graph declares no outputs (graph.output is empty)"
+        );
+    }
+
+    #[test]
+    fn files_that_are_not_onnx_models_say_what_they_are() {
+        let message = |bytes: &[u8]| {
+            import_bytes(bytes, None, &ImportOptions::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            message(b""),
+            "model: the file is empty (0 bytes), not an ONNX model (a serialized ModelProto)"
+        );
+        assert!(message(b"\x93NUMPY\x01\x00").contains("this is a .npy array"));
+        assert!(message(b"PK\x03\x04\x14\x00").contains("this is a zip archive"));
+        assert!(message(b"\x89HDF\r\n\x1a\n").contains("this is an HDF5 file"));
+        // Field 10 (unknown to ModelProto, skipped): valid protobuf, but nothing in it.
+        assert_eq!(
+            message(b"\x50\x01"),
+            "model: not an ONNX model: the bytes decode as protobuf but hold no ir_version, \
+             opset_import or graph"
+        );
+    }
+
+    #[test]
+    fn input_dims_must_be_non_negative_and_fit_in_memory() {
+        let err = ModelBuilder::new(13)
+            .input("x", &[2, -3])
+            .node(node("Relu", &["x"], &["y"], vec![]))
+            .output("y")
+            .import()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "graph input 'x': dim 1 is -3; dims must be non-negative"
+        );
+        let err = ModelBuilder::new(13)
+            .input("x", &[1 << 40, 1 << 40])
+            .node(node("Relu", &["x"], &["y"], vec![]))
+            .output("y")
+            .import_with(&ImportOptions {
+                max_memory: None,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "graph input 'x': shape [1099511627776, 1099511627776] has more elements than fit in \
+             memory"
+        );
+    }
+
+    #[test]
+    fn an_initializer_listed_as_input_must_fit_its_declaration() {
+        let model = |dtype: DataType, dims: &[Dim]| {
+            ModelBuilder::new(13)
+                .input("x", &[2])
+                .input_typed("b", dtype, Some(dims))
+                .init(tensor_f32("b", &[2], &[1.0, 2.0]))
+                .node(node("Add", &["x", "b"], &["y"], vec![]))
+                .output("y")
+                .import()
+        };
+        model(DataType::Float, &[Dim::Fixed(2)]).unwrap();
+        model(DataType::Float, &[Dim::Named("n")]).unwrap();
+        assert_eq!(
+            model(DataType::Float, &[Dim::Fixed(3)])
+                .unwrap_err()
+                .to_string(),
+            "graph input 'b': is declared with shape [3], but its initializer is f32[2]"
+        );
+        assert_eq!(
+            model(DataType::Int64, &[Dim::Fixed(2)])
+                .unwrap_err()
+                .to_string(),
+            "graph input 'b': is declared i64, but its initializer is f32[2]"
+        );
+    }
+
+    /// Models declaring a 2^40-element tensor somewhere, each failing on the memory limit.
+    #[test]
+    fn the_memory_limit_is_checked_before_allocating() {
+        let huge = 1i64 << 20; // 2^20 · 2^20 f32 elements: 4 TiB
+        let expect_limit = |model: ModelBuilder, what: &str| {
+            let err = model.import().unwrap_err();
+            assert!(matches!(err, OnnxError::MemoryLimit { .. }), "{err}");
+            assert!(err.to_string().starts_with(what), "{err}");
+            assert!(
+                err.to_string().ends_with(
+                    "over the import memory limit of 16.0 GiB; raise it with --max-memory if \
+                     the model really is that large"
+                ),
+                "{err}"
+            );
+        };
+        expect_limit(
+            ModelBuilder::new(13)
+                .input("x", &[huge, huge])
+                .node(node("Relu", &["x"], &["y"], vec![]))
+                .output("y"),
+            "graph input 'x' (f32[1048576,1048576]) needs 4.0 TiB (4398046511104 bytes),",
+        );
+        // The data would be 4 TiB too: the limit fires before its length is even checked.
+        expect_limit(
+            ModelBuilder::new(13)
+                .input("x", &[2])
+                .init(tensor_raw("w", DataType::Float, &[huge, huge], vec![0; 4]))
+                .node(node("Add", &["x", "w"], &["y"], vec![]))
+                .output("y"),
+            "initializer 'w' (f32[1048576,1048576]) needs 4.0 TiB",
+        );
+        expect_limit(
+            ModelBuilder::new(13)
+                .init(tensor_i64("shape", &[2], &[huge, huge]))
+                .node(named(
+                    node("ConstantOfShape", &["shape"], &["y"], vec![]),
+                    "fill",
+                ))
+                .output("y"),
+            "node 'fill' (ConstantOfShape, domain ai.onnx, opset 13): output 'y' \
+             (f32[1048576,1048576]) needs 4.0 TiB",
+        );
+        expect_limit(
+            ModelBuilder::new(13)
+                .init(tensor_i64("start", &[], &[0]))
+                .init(tensor_i64("limit", &[], &[1 << 32]))
+                .init(tensor_i64("delta", &[], &[1]))
+                .node(named(
+                    node("Range", &["start", "limit", "delta"], &["y"], vec![]),
+                    "range",
+                ))
+                .output("y"),
+            "node 'range' (Range, domain ai.onnx, opset 13): output 'y' (i64[4294967296]) needs \
+             32.0 GiB",
+        );
+        // Folding a broadcast of two small constants: counted before it is evaluated.
+        expect_limit(
+            ModelBuilder::new(13)
+                .init(tensor_i64("rows", &[2], &[huge, 1]))
+                .init(tensor_i64("cols", &[2], &[1, huge]))
+                .node(node("ConstantOfShape", &["rows"], &["a"], vec![]))
+                .node(node("ConstantOfShape", &["cols"], &["b"], vec![]))
+                .node(named(node("Add", &["a", "b"], &["y"], vec![]), "add"))
+                .output("y"),
+            "node 'add' (Add, domain ai.onnx, opset 13): output 'y' (f32[1048576,1048576]) \
+             needs 4.0 TiB",
+        );
+        // A computed value is allocated only at run time, but counts all the same.
+        expect_limit(
+            ModelBuilder::new(13)
+                .input("x", &[1, 1, 8, 8])
+                .init(tensor_f32("scales", &[4], &[1.0, 1.0, 131072.0, 131072.0]))
+                .node(named(
+                    node("Resize", &["x", "", "scales"], &["y"], vec![]),
+                    "resize",
+                ))
+                .output("y"),
+            "node 'resize' (Resize, domain ai.onnx, opset 13): output 'y' \
+             (f32[1,1,1048576,1048576]) needs 4.0 TiB",
+        );
+    }
+
+    #[test]
+    fn the_memory_limit_counts_the_whole_model_and_can_be_lifted() {
+        // Two 4 KiB initializers and a 4 KiB input: 12 KiB in all.
+        let model = ModelBuilder::new(13)
+            .input("x", &[1024])
+            .init(tensor_raw("a", DataType::Float, &[1024], vec![0; 4096]))
+            .init(tensor_raw("b", DataType::Float, &[1024], vec![0; 4096]))
+            .node(node("Add", &["x", "a"], &["s"], vec![]))
+            .node(node("Add", &["s", "b"], &["y"], vec![]))
+            .output("y");
+        let with_limit = |limit| {
+            model.import_with(&ImportOptions {
+                max_memory: limit,
+                ..Default::default()
+            })
+        };
+        // Inputs and initializers (12 KiB) plus the two 4 KiB sums: 20 KiB.
+        with_limit(Some(20 << 10)).unwrap();
+        let err = with_limit(Some((20 << 10) - 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node 'Add_1' (Add, domain ai.onnx, opset 13): output 'y' (f32[1024]) needs 4.0 KiB \
+             (4096 bytes) on top of the 16.0 KiB imported before it, over the import memory \
+             limit of 20.0 KiB; raise it with --max-memory if the model really is that large"
+        );
+        let err = with_limit(Some(10 << 10)).unwrap_err();
         assert!(
-            err.to_string().contains("cycle through node 'first'"),
+            err.to_string().starts_with(
+                "initializer 'b' (f32[1024]) needs 4.0 KiB (4096 bytes) on top of the 8.0 KiB"
+            ),
             "{err}"
+        );
+        // Without a limit a declared 4 TiB input imports: nothing is allocated for it.
+        let huge = ModelBuilder::new(13)
+            .input("x", &[1 << 20, 1 << 20])
+            .node(node("Relu", &["x"], &["y"], vec![]))
+            .output("y")
+            .import_with(&ImportOptions {
+                max_memory: None,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(huge.value_type(huge.outputs()[0]).numel(), 1 << 40);
+        assert_eq!(
+            ImportOptions::default().max_memory,
+            Some(crate::DEFAULT_MAX_MEMORY)
         );
     }
 

@@ -2,12 +2,13 @@
 //! external data files (kept inside the model's directory, ranges checked against the file).
 //! Half-precision data is widened to f32 here: kiln computes f16 models in f32.
 
+use crate::budget::byte_size;
 use crate::error::OnnxError;
 use crate::proto::tensor_proto::{DataLocation, DataType};
 use crate::proto::TensorProto;
 use half::f16;
 use kiln_ir::tensor::checked_numel;
-use kiln_ir::{DType, Tensor, TensorData};
+use kiln_ir::{DType, Tensor, TensorData, TensorType};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -38,11 +39,11 @@ pub(crate) fn dtype_from_onnx(code: i32) -> Result<DType, String> {
     }
 }
 
-/// Read a tensor, resolving external data relative to `model_dir`.
-pub(crate) fn tensor_from_proto(
-    proto: &TensorProto,
-    model_dir: Option<&Path>,
-) -> Result<Tensor, OnnxError> {
+/// The IR type a tensor declares, checked without touching its data: dims non-negative,
+/// element type supported, element count and byte size within what a `usize` counts.
+/// Callers check this (and the memory budget) before decoding, so nothing is allocated for
+/// a tensor that cannot exist.
+pub(crate) fn declared_type(proto: &TensorProto) -> Result<TensorType, OnnxError> {
     let name = proto.name();
     let err = |msg: String| OnnxError::Tensor {
         tensor: name.to_string(),
@@ -59,15 +60,33 @@ pub(crate) fn tensor_from_proto(
                 .map_err(|_| err(format!("negative dimension {d} in {:?}", proto.dims)))
         })
         .collect::<Result<Vec<usize>, _>>()?;
-    let numel =
-        checked_numel(&shape).ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
+    let dtype = dtype_from_onnx(proto.data_type()).map_err(err)?;
+    byte_size(&shape, dtype.size_bytes()).map_err(err)?;
+    Ok(TensorType::new(dtype, shape))
+}
+
+/// Read a tensor, resolving external data relative to `model_dir`.
+pub(crate) fn tensor_from_proto(
+    proto: &TensorProto,
+    model_dir: Option<&Path>,
+) -> Result<Tensor, OnnxError> {
+    let name = proto.name();
+    let err = |msg: String| OnnxError::Tensor {
+        tensor: name.to_string(),
+        msg,
+    };
+    let TensorType { dtype, shape, .. } = declared_type(proto)?;
+    let numel = checked_numel(&shape).expect("declared_type checked the element count");
     let code = proto.data_type();
-    let dtype = dtype_from_onnx(code).map_err(err)?;
     let is_f16 = code == DataType::Float16 as i32;
 
     let external = proto.data_location() == DataLocation::External;
     let raw: Option<Vec<u8>> = if external {
-        Some(read_external_data(proto, model_dir).map_err(err)?)
+        let elem = if is_f16 { 2 } else { dtype.size_bytes() };
+        let expected = numel
+            .checked_mul(elem)
+            .expect("declared_type checked the byte size at ≥ this width");
+        Some(read_external_data(proto, model_dir, expected).map_err(err)?)
     } else {
         proto.raw_data.clone()
     };
@@ -183,9 +202,15 @@ fn data_from_typed_fields(
     })
 }
 
-/// The bytes of an externally stored tensor. The file must lie inside `model_dir` (no
-/// absolute paths, no `..`, no symlink leading out) and the range inside the file.
-fn read_external_data(proto: &TensorProto, model_dir: Option<&Path>) -> Result<Vec<u8>, String> {
+/// The bytes of an externally stored tensor, which must be the `expected` count its shape
+/// and element type call for (checked before reading, so a wrong `length` or a huge file
+/// allocates nothing). The file must lie inside `model_dir` (no absolute paths, no `..`, no
+/// symlink leading out) and the range inside the file.
+fn read_external_data(
+    proto: &TensorProto,
+    model_dir: Option<&Path>,
+    expected: usize,
+) -> Result<Vec<u8>, String> {
     let mut location = None;
     let mut offset: u64 = 0;
     let mut length: Option<u64> = None;
@@ -230,9 +255,13 @@ fn read_external_data(proto: &TensorProto, model_dir: Option<&Path>) -> Result<V
             "external data range offset {offset} + length {length} exceeds '{location}' ({size} bytes)"
         ));
     }
-    let len = usize::try_from(length)
-        .map_err(|_| format!("external data length {length} is too large"))?;
-    let mut bytes = vec![0u8; len];
+    if length != expected as u64 {
+        return Err(format!(
+            "external data in '{location}' (offset {offset}) has {length} bytes, expected \
+             {expected} for the tensor's shape and element type"
+        ));
+    }
+    let mut bytes = vec![0u8; expected];
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut bytes))
         .map_err(|e| format!("reading external data file '{}': {e}", path.display()))?;
@@ -263,9 +292,16 @@ pub(crate) fn resolve_external_path(model_dir: &Path, location: &str) -> Result<
     let dir = model_dir
         .canonicalize()
         .map_err(|e| format!("model directory '{}': {e}", model_dir.display()))?;
-    let file = joined
-        .canonicalize()
-        .map_err(|e| format!("external data file '{}': {e}", joined.display()))?;
+    let file = joined.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "external data file '{location}' does not exist (looked in '{}')",
+                model_dir.display()
+            )
+        } else {
+            format!("external data file '{}': {e}", joined.display())
+        }
+    })?;
     if !file.starts_with(&dir) {
         return Err(format!(
             "external data location '{location}' resolves to '{}', outside the model's directory",
@@ -433,8 +469,48 @@ mod tests {
         let t = external("w", &[4], &[("location", "weights.bin")]);
         assert!(message(tensor_from_proto(&t, None)).contains("without a directory"));
         let t = external("w", &[4], &[("location", "missing.bin")]);
-        assert!(message(tensor_from_proto(&t, Some(&dir))).contains("missing.bin"));
+        let err = message(tensor_from_proto(&t, Some(&dir)));
+        assert!(
+            err.starts_with("tensor 'w': external data file 'missing.bin' does not exist"),
+            "{err}"
+        );
+        // The range must hold exactly the tensor: checked before anything is read.
+        let t = external("w", &[2], &[("location", "weights.bin"), ("length", "4")]);
+        assert_eq!(
+            message(tensor_from_proto(&t, Some(&dir))),
+            "tensor 'w': external data in 'weights.bin' (offset 0) has 4 bytes, expected 8 for \
+             the tensor's shape and element type"
+        );
+        // 2^40 declared elements against a 24-byte file: an error, not a 4 TiB buffer.
+        let t = external("w", &[1 << 40], &[("location", "weights.bin")]);
+        assert!(message(tensor_from_proto(&t, Some(&dir)))
+            .contains("has 24 bytes, expected 4398046511104"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn declared_types_are_checked_without_reading_data() {
+        let raw = |dims: &[i64], dtype| tensor_raw("w", dtype, dims, vec![]);
+        assert_eq!(
+            declared_type(&raw(&[1 << 20, 1 << 20], DataType::Float)).unwrap(),
+            TensorType::new(DType::F32, vec![1 << 20, 1 << 20])
+        );
+        // FLOAT16 is stored as f32.
+        assert_eq!(
+            declared_type(&raw(&[3], DataType::Float16)).unwrap().dtype,
+            DType::F32
+        );
+        let err = |dims: &[i64], dtype| declared_type(&raw(dims, dtype)).unwrap_err().to_string();
+        assert_eq!(
+            err(&[2, -1], DataType::Float),
+            "tensor 'w': negative dimension -1 in [2, -1]"
+        );
+        assert_eq!(
+            err(&[1 << 40, 1 << 40], DataType::Uint8),
+            "tensor 'w': shape [1099511627776, 1099511627776] has more elements than fit in memory"
+        );
+        assert!(err(&[1 << 31, 1 << 31], DataType::Int64).contains("has more bytes than fit"));
+        assert!(err(&[2], DataType::Double).contains("element type DOUBLE is not supported"));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Kernels: QConv, QMatMul (constant or run-time `b`), Quantize, Dequantize, int8
-//! MaxPool/GlobalMaxPool, and copies for the shape-only ops (Reshape, Flatten, Squeeze,
-//! Unsqueeze, Identity, Dropout); QConv and QMatMul split over [`Options::threads`]
-//! threads with bit-identical results (docs/kernels.md §9–10).
+//! Kernels: QConv, QMatMul (constant or run-time `b`), Quantize, Dequantize (u8/i8/i32),
+//! int8 MaxPool/GlobalMaxPool; f32 Conv, ConvTranspose, Gemm/MatMul (constant B),
+//! activations, add/sub/mul/div, BatchNorm, Softmax, Max/AveragePool and the global pools;
+//! Concat and nearest Resize of any dtype, linear/cubic Resize of f32; and copies for the
+//! shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout). A Dequantize of
+//! a constant is evaluated at compile time (the weights of ops the quantizer leaves in
+//! float). QConv and QMatMul split over [`Options::threads`] threads with bit-identical
+//! results (docs/kernels.md §9–10).
 //!
 //! - [`memory`] — [`MemoryPlan`], offsets of intermediate values from liveness (best fit);
 //! - [`model`] — [`Model`] (load / from a graph) and [`CompiledModel`] (kernels, arena, run);

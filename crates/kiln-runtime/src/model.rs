@@ -1,17 +1,22 @@
-//! Models and compiled models: [`Model`] is a loaded graph; [`Model::compile`] turns every node
-//! into a kiln-codegen kernel (or fails naming every node that has none) and lays out the
-//! intermediate values with a [`MemoryPlan`]; [`CompiledModel::run`] checks the inputs and
-//! calls the kernels in schedule order over the arena.
+//! Models and compiled models: [`Model`] is a loaded graph; [`Model::compile`] evaluates the
+//! dequantizes of constants, turns every other node into a kiln-codegen kernel (or fails
+//! naming every node that has none) and lays out the intermediate values with a
+//! [`MemoryPlan`]; [`CompiledModel::run`] checks the inputs and calls the kernels in
+//! schedule order over the arena.
 
 use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::{MemoryPlan, ARENA_ALIGN};
 use kiln_codegen::{
-    ActivationKernel, BatchNormKernel, BinaryKernel, CodegenError, ConcatKernel, DequantizeKernel,
-    FConvKernel, FConvNode, FConvScratch, GemmKernel, JitOptions, MaxPoolKernel, MaxPoolScratch,
-    PoolKernel, PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch, QConvTuning,
-    QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, SoftmaxKernel,
+    tensor_data_from_le_bytes, ActivationKernel, BatchNormKernel, BinaryKernel, CodegenError,
+    ConcatKernel, DequantizeKernel, FConvKernel, FConvNode, FConvScratch, FConvTransposeKernel,
+    FConvTransposeNode, FConvTransposeScratch, GemmKernel, JitOptions, MaxPoolKernel,
+    MaxPoolScratch, PoolKernel, PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch,
+    QConvTuning, QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel,
+    ResizeKernel, ResizeScratch, SoftmaxKernel,
 };
-use kiln_ir::{DType, Graph, Node, NodeId, Op, PoolAttrs, Tensor, TensorData, TensorType, ValueId};
+use kiln_ir::{
+    DType, Graph, Node, NodeId, Op, ResizeMode, Tensor, TensorData, TensorType, ValueId,
+};
 use kiln_onnx::ImportOptions;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -117,8 +122,9 @@ impl Model {
 }
 
 /// Does kiln-codegen have a kernel for this node (sources are bound, not run)? MaxPool
-/// has one for int8 and f32 inputs; the other f32 ops for f32 inputs only (Gemm and MatMul
-/// also need a constant B, checked when compiling).
+/// has one for int8 and f32 inputs, nearest Resize for any dtype; the other f32 ops for f32
+/// inputs only (constant operands — weights, Gemm's and MatMul's B — are checked when
+/// compiling).
 fn has_kernel(graph: &Graph, node: &Node) -> bool {
     let first_input_is = |dtypes: &[DType]| {
         node.inputs()
@@ -135,7 +141,9 @@ fn has_kernel(graph: &Graph, node: &Node) -> bool {
         | Op::Quantize
         | Op::Dequantize => true,
         Op::MaxPool(_) | Op::GlobalMaxPool => int8_input() || f32_input(),
+        Op::Resize(ref attrs) => attrs.mode == ResizeMode::Nearest || f32_input(),
         Op::Conv(_)
+        | Op::ConvTranspose(_)
         | Op::BatchNorm { .. }
         | Op::Activation(_)
         | Op::Binary(_)
@@ -286,6 +294,16 @@ enum Kernel {
         scratch: FConvScratch,
         residual: bool,
     },
+    /// f32 ConvTranspose; reads x.
+    ConvTranspose {
+        kernel: Box<FConvTransposeKernel>,
+        scratch: FConvTransposeScratch,
+    },
+    /// Resize of any dtype (nearest) or f32 (linear, cubic); reads x.
+    Resize {
+        kernel: Box<ResizeKernel>,
+        scratch: ResizeScratch,
+    },
     /// f32 activation; reads x.
     Activation(Box<ActivationKernel>),
     /// f32 add/sub/mul/div; reads a, b.
@@ -341,7 +359,10 @@ impl Kernel {
             }
             Kernel::Dequantize { kernel, x } => {
                 let out: &mut [f32] = bytemuck::cast_slice_mut(out);
-                with_int8!(*x, reads[0], |x| kernel.run_into(x, out))
+                match x {
+                    DType::I32 => kernel.run_into::<i32>(bytemuck::cast_slice(reads[0]), out),
+                    _ => with_int8!(*x, reads[0], |x| kernel.run_into(x, out)),
+                }
             }
             // input and output share the dtype
             Kernel::MaxPool { kernel, scratch, x } => match x {
@@ -365,6 +386,12 @@ impl Kernel {
                     scratch,
                 )
             }
+            Kernel::ConvTranspose { kernel, scratch } => kernel.run_into(
+                bytemuck::cast_slice(reads[0]),
+                bytemuck::cast_slice_mut(out),
+                scratch,
+            ),
+            Kernel::Resize { kernel, scratch } => kernel.run_into(reads[0], out, scratch),
             Kernel::Activation(kernel) => kernel.run_into(
                 bytemuck::cast_slice(reads[0]),
                 bytemuck::cast_slice_mut(out),
@@ -497,6 +524,8 @@ impl Binder<'_> {
 impl CompiledModel {
     fn new(graph: &Graph, options: &Options) -> Result<CompiledModel, RuntimeError> {
         kiln_ir::verify(graph)?;
+        let folded = fold_constant_dequantizes(graph, options)?;
+        let graph = folded.as_ref().unwrap_or(graph);
         let schedule = graph.topo_order()?;
         let missing: Vec<MissingKernel> = schedule
             .iter()
@@ -655,6 +684,67 @@ impl CompiledModel {
     }
 }
 
+/// Evaluate at compile time every Dequantize of a constant that has data, replacing it by
+/// the f32 constant (same name and type): the quantizer leaves the weights and biases of
+/// ops it keeps in float (ConvTranspose) as dequantized i8 / i32 constants, and f32 kernels
+/// pack their weights when compiled. The values come from the Dequantize kernel itself, so
+/// they are the interpreter's bits. `None` when there is nothing to fold.
+fn fold_constant_dequantizes(
+    graph: &Graph,
+    options: &Options,
+) -> Result<Option<Graph>, RuntimeError> {
+    let foldable: Vec<(NodeId, Tensor)> = graph
+        .node_ids()
+        .filter(|&id| matches!(graph.node(id).op, Op::Dequantize))
+        .filter_map(|id| match graph.node(id).inputs() {
+            [x] => graph.const_tensor(*x).map(|t| (id, x, t)),
+            _ => None,
+        })
+        .map(|(id, &x, tensor)| {
+            let node = graph.node(id);
+            let out = ValueId { node: id, port: 0 };
+            let codegen = |source| RuntimeError::Codegen {
+                node: node.name.clone(),
+                op: "dequantize",
+                source,
+            };
+            let kernel =
+                DequantizeKernel::compile(graph.value_type(x), graph.value_type(out), &options.jit)
+                    .map_err(codegen)?;
+            Ok((id, kernel.run(tensor).map_err(codegen)?))
+        })
+        .collect::<Result<_, RuntimeError>>()?;
+    if foldable.is_empty() {
+        return Ok(None);
+    }
+    let mut folded = graph.clone();
+    for (id, tensor) in foldable {
+        let out = ValueId { node: id, port: 0 };
+        let ty = graph.value_type(out);
+        let constant = folded.add_const(graph.value_name(out), tensor, ty.quant.clone());
+        folded.replace_all_uses(out, constant);
+        folded.remove_node(id);
+    }
+    Ok(Some(folded))
+}
+
+/// The node's inputs when there are `N` of them, or why not.
+fn exactly<const N: usize>(node: &Node) -> Result<[ValueId; N], String> {
+    node.inputs()
+        .try_into()
+        .map_err(|_| format!("{} inputs, expected {N}", node.inputs().len()))
+}
+
+/// The node's inputs when there are `min` to `max` of them, or why not.
+fn between(node: &Node, min: usize, max: usize) -> Result<&[ValueId], String> {
+    let ins = node.inputs();
+    if (min..=max).contains(&ins.len()) {
+        Ok(ins)
+    } else {
+        Err(format!("{} inputs, expected {min} to {max}", ins.len()))
+    }
+}
+
 /// Compile one node: `None` for sources (inputs and constants are bound, not run).
 fn compile_node(
     graph: &Graph,
@@ -669,380 +759,277 @@ fn compile_node(
         op,
         reason,
     };
-    let value = |port: u16| ValueId {
-        node: node_id,
-        port,
-    };
     let codegen = |source: CodegenError| RuntimeError::Codegen {
         node: node.name.clone(),
         op,
         source,
     };
-    // a kernel of one output, reading `reads`
-    let step = |kernel: Kernel, reads: Vec<Place>, binder: &mut Binder| {
-        Ok(Some(Step {
-            node: node.name.clone(),
-            op,
-            kernel,
-            reads,
-            writes: vec![binder.place(value(0))?],
-        }))
+    let output = ValueId {
+        node: node_id,
+        port: 0,
     };
-    match &node.op {
-        Op::Input { .. } | Op::Const(_) => Ok(None),
+    let ty = |v: ValueId| graph.value_type(v);
+    let constant = |v: ValueId, what: &str| constant_operand(graph, v, what).map_err(unsupported);
+    if node.outputs.len() != 1 && !matches!(node.op, Op::Input { .. } | Op::Const(_)) {
+        return Err(unsupported(format!(
+            "{} outputs; kernels produce one (no MaxPool Indices, no Dropout mask)",
+            node.outputs.len()
+        )));
+    }
+    // the kernel and the values it reads at run time, in its operand order
+    let (kernel, reads): (Kernel, Vec<ValueId>) = match &node.op {
+        Op::Input { .. } | Op::Const(_) => return Ok(None),
         Op::QConv(attrs) => {
-            let ins = node.inputs();
-            let (x, w) = match ins {
-                [x, w] | [x, w, _] => (*x, *w),
-                _ => {
-                    return Err(unsupported(format!(
-                        "{} inputs, expected 2 or 3",
-                        ins.len()
-                    )))
-                }
-            };
+            let ins = between(node, 2, 3).map_err(unsupported)?;
+            let (x, w) = (ins[0], ins[1]);
             // weights and bias are packed into the kernel at compile time
-            let w_tensor = constant_operand(graph, w, "weights").map_err(unsupported)?;
             let bias = match ins.get(2) {
-                Some(&b) => Some((
-                    constant_operand(graph, b, "bias").map_err(unsupported)?,
-                    graph.value_type(b),
-                )),
+                Some(&b) => Some((constant(b, "bias")?, ty(b))),
                 None => None,
             };
-            let x_ty = graph.value_type(x);
-            let out_ty = graph.value_type(value(0));
             let qconv = QConvNode {
                 attrs,
-                x_ty,
-                w: w_tensor,
-                w_ty: graph.value_type(w),
+                x_ty: ty(x),
+                w: constant(w, "weights")?,
+                w_ty: ty(w),
                 bias,
-                out_ty,
+                out_ty: ty(output),
             };
             let kernel =
-                QConvKernel::compile(&qconv, &options.jit, &options.qconv).map_err(|source| {
-                    RuntimeError::Codegen {
-                        node: node.name.clone(),
-                        op,
-                        source,
-                    }
-                })?;
-            let scratch = kernel.new_scratch();
-            Ok(Some(Step {
-                node: node.name.clone(),
-                op,
-                kernel: Kernel::QConv {
-                    threads: options.threads_for(kernel.macs()),
-                    kernel: Box::new(kernel),
-                    scratch,
-                    x: x_ty.dtype,
-                    y: out_ty.dtype,
-                },
-                reads: vec![binder.place(x)?],
-                writes: vec![binder.place(value(0))?],
-            }))
+                QConvKernel::compile(&qconv, &options.jit, &options.qconv).map_err(codegen)?;
+            let kernel = Kernel::QConv {
+                threads: options.threads_for(kernel.macs()),
+                scratch: kernel.new_scratch(),
+                kernel: Box::new(kernel),
+                x: ty(x).dtype,
+                y: ty(output).dtype,
+            };
+            (kernel, vec![x])
         }
         Op::QMatMul => {
-            let (a, b) = match node.inputs() {
-                [a, b] => (*a, *b),
-                ins => return Err(unsupported(format!("{} inputs, expected 2", ins.len()))),
-            };
+            let [a, b] = exactly(node).map_err(unsupported)?;
             // a constant `b` is packed at compile time, anything else is read every run
             let b_constant = match graph.node(b.node).op {
-                Op::Const(_) => Some(constant_operand(graph, b, "b").map_err(unsupported)?),
+                Op::Const(_) => Some(constant(b, "b")?),
                 _ => None,
             };
-            let (a_ty, b_ty) = (graph.value_type(a), graph.value_type(b));
-            let out_ty = graph.value_type(value(0));
             let qmatmul = QMatMulNode {
-                a_ty,
-                b_ty,
+                a_ty: ty(a),
+                b_ty: ty(b),
                 b: b_constant,
-                out_ty,
+                out_ty: ty(output),
             };
             let kernel = QMatMulKernel::compile(&qmatmul, &options.jit, &options.qmatmul)
                 .map_err(codegen)?;
-            let mut reads = vec![binder.place(a)?];
-            if b_constant.is_none() {
-                reads.push(binder.place(b)?);
-            }
-            let scratch = kernel.new_scratch();
             let kernel = Kernel::QMatMul {
                 threads: options.threads_for(kernel.macs()),
+                scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
-                scratch,
-                a: a_ty.dtype,
-                b: b_constant.is_none().then_some(b_ty.dtype),
-                y: out_ty.dtype,
+                a: ty(a).dtype,
+                b: b_constant.is_none().then_some(ty(b).dtype),
+                y: ty(output).dtype,
             };
-            step(kernel, reads, binder)
+            let reads = if b_constant.is_some() {
+                vec![a]
+            } else {
+                vec![a, b]
+            };
+            (kernel, reads)
         }
         Op::MaxPool(_) | Op::GlobalMaxPool | Op::AveragePool(_) | Op::GlobalAveragePool
-            if node.outputs.len() == 1
-                && node
-                    .inputs()
-                    .first()
-                    .is_some_and(|&x| graph.value_type(x).dtype == DType::F32) =>
+            if node
+                .inputs()
+                .first()
+                .is_some_and(|&x| ty(x).dtype == DType::F32) =>
         {
-            let x = match node.inputs() {
-                [x] => *x,
-                ins => return Err(unsupported(format!("{} inputs, expected 1", ins.len()))),
-            };
-            let x_ty = graph.value_type(x);
+            let [x] = exactly(node).map_err(unsupported)?;
+            let jit = &options.jit;
             let kernel = match &node.op {
-                Op::MaxPool(attrs) => PoolKernel::compile(PoolKind::Max, attrs, x_ty, &options.jit),
-                Op::AveragePool(attrs) => {
-                    PoolKernel::compile(PoolKind::Average, attrs, x_ty, &options.jit)
-                }
-                Op::GlobalMaxPool => PoolKernel::compile_global(PoolKind::Max, x_ty, &options.jit),
-                _ => PoolKernel::compile_global(PoolKind::Average, x_ty, &options.jit),
+                Op::MaxPool(attrs) => PoolKernel::compile(PoolKind::Max, attrs, ty(x), jit),
+                Op::AveragePool(attrs) => PoolKernel::compile(PoolKind::Average, attrs, ty(x), jit),
+                Op::GlobalMaxPool => PoolKernel::compile_global(PoolKind::Max, ty(x), jit),
+                _ => PoolKernel::compile_global(PoolKind::Average, ty(x), jit),
             }
             .map_err(codegen)?;
             let kernel = Kernel::Pool {
                 scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
             };
-            let reads = vec![binder.place(x)?];
-            step(kernel, reads, binder)
+            (kernel, vec![x])
+        }
+        Op::MaxPool(_) | Op::GlobalMaxPool => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = match &node.op {
+                Op::MaxPool(attrs) => MaxPoolKernel::compile(attrs, ty(x), &options.jit),
+                _ => MaxPoolKernel::compile_global(ty(x), &options.jit),
+            }
+            .map_err(codegen)?;
+            let kernel = Kernel::MaxPool {
+                scratch: kernel.new_scratch(),
+                kernel: Box::new(kernel),
+                x: ty(x).dtype,
+            };
+            (kernel, vec![x])
         }
         Op::Gemm(attrs) => {
-            let ins = node.inputs();
-            let (a, b) = match ins {
-                [a, b] | [a, b, _] => (*a, *b),
-                _ => {
-                    return Err(unsupported(format!(
-                        "{} inputs, expected 2 or 3",
-                        ins.len()
-                    )))
-                }
-            };
-            let b_tensor = constant_operand(graph, b, "B").map_err(unsupported)?;
+            let ins = between(node, 2, 3).map_err(unsupported)?;
             let c = match ins.get(2) {
-                Some(&c) => Some(constant_operand(graph, c, "C").map_err(unsupported)?),
+                Some(&c) => Some(constant(c, "C")?),
                 None => None,
             };
-            let kernel = GemmKernel::compile_gemm(
-                attrs,
-                graph.value_type(a),
-                b_tensor,
-                c,
-                graph.value_type(value(0)),
-                &options.jit,
-            )
-            .map_err(codegen)?;
-            let reads = vec![binder.place(a)?];
-            step(Kernel::Gemm(Box::new(kernel)), reads, binder)
+            let b = constant(ins[1], "B")?;
+            let kernel =
+                GemmKernel::compile_gemm(attrs, ty(ins[0]), b, c, ty(output), &options.jit)
+                    .map_err(codegen)?;
+            (Kernel::Gemm(Box::new(kernel)), vec![ins[0]])
         }
         Op::MatMul => {
-            let (a, b) = match node.inputs() {
-                [a, b] => (*a, *b),
-                ins => return Err(unsupported(format!("{} inputs, expected 2", ins.len()))),
-            };
-            let b_tensor = constant_operand(graph, b, "b").map_err(unsupported)?;
-            let kernel = GemmKernel::compile_matmul(
-                graph.value_type(a),
-                b_tensor,
-                graph.value_type(value(0)),
-                &options.jit,
-            )
-            .map_err(codegen)?;
-            let reads = vec![binder.place(a)?];
-            step(Kernel::Gemm(Box::new(kernel)), reads, binder)
+            let [a, b] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                GemmKernel::compile_matmul(ty(a), constant(b, "b")?, ty(output), &options.jit)
+                    .map_err(codegen)?;
+            (Kernel::Gemm(Box::new(kernel)), vec![a])
         }
         Op::Concat { axis } => {
             let ins = node.inputs();
-            let types: Vec<&TensorType> = ins.iter().map(|&x| graph.value_type(x)).collect();
+            let types: Vec<&TensorType> = ins.iter().map(|&x| ty(x)).collect();
             let kernel =
-                ConcatKernel::compile(*axis, &types, graph.value_type(value(0)), &options.jit)
-                    .map_err(codegen)?;
-            let mut reads = Vec::with_capacity(ins.len());
-            for &x in ins {
-                reads.push(binder.place(x)?);
-            }
-            step(Kernel::Concat(Box::new(kernel)), reads, binder)
+                ConcatKernel::compile(*axis, &types, ty(output), &options.jit).map_err(codegen)?;
+            (Kernel::Concat(Box::new(kernel)), ins.to_vec())
         }
         Op::Softmax { axis, legacy } => {
-            let x = match node.inputs() {
-                [x] => *x,
-                ins => return Err(unsupported(format!("{} inputs, expected 1", ins.len()))),
-            };
-            let kernel = SoftmaxKernel::compile(*axis, *legacy, graph.value_type(x), &options.jit)
-                .map_err(codegen)?;
-            let reads = vec![binder.place(x)?];
-            step(Kernel::Softmax(Box::new(kernel)), reads, binder)
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                SoftmaxKernel::compile(*axis, *legacy, ty(x), &options.jit).map_err(codegen)?;
+            (Kernel::Softmax(Box::new(kernel)), vec![x])
         }
-        Op::Quantize | Op::Dequantize | Op::MaxPool(_) | Op::GlobalMaxPool
-            if node.outputs.len() != 1 =>
-        {
-            Err(unsupported(format!(
-                "{} outputs; the kernel produces one (no MaxPool Indices)",
-                node.outputs.len()
-            )))
+        Op::Quantize => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                QuantizeKernel::compile(ty(x), ty(output), &options.jit).map_err(codegen)?;
+            let kernel = Kernel::Quantize {
+                kernel: Box::new(kernel),
+                y: ty(output).dtype,
+            };
+            (kernel, vec![x])
         }
-        Op::Quantize | Op::Dequantize | Op::MaxPool(_) | Op::GlobalMaxPool => {
-            let x = match node.inputs() {
-                [x] => *x,
-                ins => return Err(unsupported(format!("{} inputs, expected 1", ins.len()))),
+        Op::Dequantize => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                DequantizeKernel::compile(ty(x), ty(output), &options.jit).map_err(codegen)?;
+            let kernel = Kernel::Dequantize {
+                kernel: Box::new(kernel),
+                x: ty(x).dtype,
             };
-            let (x_ty, out_ty) = (graph.value_type(x), graph.value_type(value(0)));
-            let kernel = match &node.op {
-                Op::Quantize => Kernel::Quantize {
-                    kernel: Box::new(
-                        QuantizeKernel::compile(x_ty, out_ty, &options.jit).map_err(codegen)?,
-                    ),
-                    y: out_ty.dtype,
-                },
-                Op::Dequantize => Kernel::Dequantize {
-                    kernel: Box::new(
-                        DequantizeKernel::compile(x_ty, out_ty, &options.jit).map_err(codegen)?,
-                    ),
-                    x: x_ty.dtype,
-                },
-                pool => {
-                    let attrs = match pool {
-                        Op::MaxPool(attrs) => attrs.clone(),
-                        _ => global_pool_attrs(x_ty).map_err(unsupported)?,
-                    };
-                    let kernel =
-                        MaxPoolKernel::compile(&attrs, x_ty, &options.jit).map_err(codegen)?;
-                    Kernel::MaxPool {
-                        scratch: kernel.new_scratch(),
-                        kernel: Box::new(kernel),
-                        x: x_ty.dtype,
-                    }
-                }
-            };
-            let reads = vec![binder.place(x)?];
-            step(kernel, reads, binder)
+            (kernel, vec![x])
         }
         Op::Conv(attrs) => {
-            let ins = node.inputs();
-            let (x, w) = match ins {
-                [x, w, ..] if ins.len() <= 4 => (*x, *w),
-                _ => {
-                    return Err(unsupported(format!(
-                        "{} inputs, expected 2 to 4",
-                        ins.len()
-                    )))
-                }
-            };
+            let ins = between(node, 2, 4).map_err(unsupported)?;
             // weights and bias are packed into the kernel at compile time
-            let w_tensor = constant_operand(graph, w, "weights").map_err(unsupported)?;
             let bias = match ins.get(2) {
-                Some(&b) => Some(constant_operand(graph, b, "bias").map_err(unsupported)?),
+                Some(&b) => Some(constant(b, "bias")?),
                 None => None,
             };
             let residual = ins.get(3).copied();
-            let out_ty = graph.value_type(value(0));
             let fconv = FConvNode {
                 attrs,
-                x_ty: graph.value_type(x),
-                w: w_tensor,
+                x_ty: ty(ins[0]),
+                w: constant(ins[1], "weights")?,
                 bias,
                 residual: residual.is_some(),
-                out_ty,
+                out_ty: ty(output),
             };
             let kernel = FConvKernel::compile(&fconv, &options.jit).map_err(codegen)?;
-            let mut reads = vec![binder.place(x)?];
-            if let Some(r) = residual {
-                reads.push(binder.place(r)?);
-            }
             let kernel = Kernel::FConv {
                 scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
                 residual: residual.is_some(),
             };
-            step(kernel, reads, binder)
+            (kernel, std::iter::once(ins[0]).chain(residual).collect())
+        }
+        Op::ConvTranspose(attrs) => {
+            let ins = between(node, 2, 3).map_err(unsupported)?;
+            // weights and bias are packed into the kernel at compile time
+            let bias = match ins.get(2) {
+                Some(&b) => Some(constant(b, "bias")?),
+                None => None,
+            };
+            let node = FConvTransposeNode {
+                attrs,
+                x_ty: ty(ins[0]),
+                w: constant(ins[1], "weights")?,
+                bias,
+                out_ty: ty(output),
+            };
+            let kernel = FConvTransposeKernel::compile(&node, &options.jit).map_err(codegen)?;
+            let kernel = Kernel::ConvTranspose {
+                scratch: kernel.new_scratch(),
+                kernel: Box::new(kernel),
+            };
+            (kernel, vec![ins[0]])
+        }
+        Op::Resize(attrs) => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                ResizeKernel::compile(attrs, ty(x), ty(output), &options.jit).map_err(codegen)?;
+            let kernel = Kernel::Resize {
+                scratch: kernel.new_scratch(),
+                kernel: Box::new(kernel),
+            };
+            (kernel, vec![x])
         }
         Op::Activation(act) => {
-            let x = match node.inputs() {
-                [x] => *x,
-                ins => return Err(unsupported(format!("{} inputs, expected 1", ins.len()))),
-            };
-            let kernel = ActivationKernel::compile(act, graph.value_type(x), &options.jit)
-                .map_err(codegen)?;
-            let reads = vec![binder.place(x)?];
-            step(Kernel::Activation(Box::new(kernel)), reads, binder)
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = ActivationKernel::compile(act, ty(x), &options.jit).map_err(codegen)?;
+            (Kernel::Activation(Box::new(kernel)), vec![x])
         }
-        Op::Binary(op) => {
-            let (a, b) = match node.inputs() {
-                [a, b] => (*a, *b),
-                ins => return Err(unsupported(format!("{} inputs, expected 2", ins.len()))),
-            };
-            let kernel = BinaryKernel::compile(
-                *op,
-                graph.value_type(a),
-                graph.value_type(b),
-                graph.value_type(value(0)),
-                &options.jit,
-            )
-            .map_err(codegen)?;
-            let reads = vec![binder.place(a)?, binder.place(b)?];
-            step(Kernel::Binary(Box::new(kernel)), reads, binder)
+        Op::Binary(binary) => {
+            let [a, b] = exactly(node).map_err(unsupported)?;
+            let kernel = BinaryKernel::compile(*binary, ty(a), ty(b), ty(output), &options.jit)
+                .map_err(codegen)?;
+            (Kernel::Binary(Box::new(kernel)), vec![a, b])
         }
         Op::BatchNorm { epsilon } => {
-            let (x, params) = match node.inputs() {
-                [x, rest @ ..] if rest.len() == 4 => (*x, rest),
-                ins => return Err(unsupported(format!("{} inputs, expected 5", ins.len()))),
-            };
-            let names = ["scale", "bias", "mean", "var"];
-            let mut tensors = Vec::with_capacity(4);
-            for (&p, name) in params.iter().zip(names) {
-                tensors.push(constant_operand(graph, p, name).map_err(unsupported)?);
-            }
-            let kernel = BatchNormKernel::compile(
-                graph.value_type(x),
-                [tensors[0], tensors[1], tensors[2], tensors[3]],
-                *epsilon,
-                &options.jit,
-            )
-            .map_err(codegen)?;
-            let reads = vec![binder.place(x)?];
-            step(Kernel::BatchNorm(Box::new(kernel)), reads, binder)
+            let [x, scale, bias, mean, var] = exactly(node).map_err(unsupported)?;
+            let params = [
+                constant(scale, "scale")?,
+                constant(bias, "bias")?,
+                constant(mean, "mean")?,
+                constant(var, "var")?,
+            ];
+            let kernel =
+                BatchNormKernel::compile(ty(x), params, *epsilon, &options.jit).map_err(codegen)?;
+            (Kernel::BatchNorm(Box::new(kernel)), vec![x])
         }
         shape_only if is_shape_only(shape_only) => {
-            let (x, out) = match (node.inputs(), node.outputs.len()) {
-                ([x], 1) => (*x, value(0)),
-                (ins, outs) => {
-                    return Err(unsupported(format!(
-                        "{} inputs and {outs} outputs, expected 1 and 1 (no Dropout mask)",
-                        ins.len()
-                    )))
-                }
-            };
-            if graph.value_type(x).byte_size() != graph.value_type(out).byte_size() {
+            let [x] = exactly(node).map_err(unsupported)?;
+            if ty(x).byte_size() != ty(output).byte_size() {
                 return Err(unsupported(format!(
                     "input {} and output {} differ in size",
-                    graph.value_type(x),
-                    graph.value_type(out)
+                    ty(x),
+                    ty(output)
                 )));
             }
-            let reads = vec![binder.place(x)?];
-            step(Kernel::Copy, reads, binder)
+            (Kernel::Copy, vec![x])
         }
-        other => Err(RuntimeError::NoKernel(vec![MissingKernel {
-            node: node.name.clone(),
-            op: other.mnemonic(),
-        }])),
+        other => {
+            return Err(RuntimeError::NoKernel(vec![MissingKernel {
+                node: node.name.clone(),
+                op: other.mnemonic(),
+            }]))
+        }
+    };
+    let mut places = Vec::with_capacity(reads.len());
+    for v in reads {
+        places.push(binder.place(v)?);
     }
-}
-
-/// GlobalMaxPool as a MaxPool whose window is the input's spatial extent (no pads, stride 1).
-fn global_pool_attrs(x_ty: &TensorType) -> Result<PoolAttrs, String> {
-    if x_ty.shape.len() < 3 {
-        return Err(format!("input {x_ty} has no spatial dims"));
-    }
-    let spatial = x_ty.shape[2..].to_vec();
-    Ok(PoolAttrs {
-        strides: vec![1; spatial.len()],
-        pads: vec![0; 2 * spatial.len()],
-        dilations: vec![1; spatial.len()],
-        kernel: spatial,
-        ceil_mode: false,
-        count_include_pad: false,
-        storage_order: 0,
-    })
+    Ok(Some(Step {
+        node: node.name.clone(),
+        op,
+        kernel,
+        reads: places,
+        writes: vec![binder.place(output)?],
+    }))
 }
 
 /// The data of an operand a kernel packs at compile time, or why there is none.
@@ -1141,30 +1128,17 @@ fn tensor_bytes(tensor: &Tensor) -> Cow<'_, [u8]> {
     }
 }
 
-/// Decode native-endian bytes of `ty`'s dtype and shape into a tensor.
+/// Decode the bytes of a value of type `ty` (kiln only targets little-endian hosts, where
+/// the native bytes are the little-endian ones).
 fn tensor_from_bytes(ty: &TensorType, bytes: &[u8]) -> Tensor {
-    fn words<const N: usize, T>(bytes: &[u8], decode: fn([u8; N]) -> T) -> Vec<T> {
-        bytes
-            .chunks_exact(N)
-            .map(|c| decode(c.try_into().expect("chunks_exact yields N bytes")))
-            .collect()
-    }
-    let data = match ty.dtype {
-        DType::F32 => TensorData::F32(words(bytes, f32::from_ne_bytes)),
-        DType::F16 => TensorData::F16(words(bytes, half::f16::from_le_bytes)),
-        DType::I8 => TensorData::I8(words(bytes, i8::from_ne_bytes)),
-        DType::U8 => TensorData::U8(bytes.to_vec()),
-        DType::I32 => TensorData::I32(words(bytes, i32::from_ne_bytes)),
-        DType::I64 => TensorData::I64(words(bytes, i64::from_ne_bytes)),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-    };
-    Tensor::new(ty.shape.clone(), data).expect("buffers are sized from the value's type")
+    Tensor::new(ty.shape.clone(), tensor_data_from_le_bytes(ty.dtype, bytes))
+        .expect("buffers are sized from the value's type")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_ir::{Activation, ConvAttrs, Output, Quant};
+    use kiln_ir::{Activation, ConvAttrs, Output, PoolAttrs, Quant};
 
     /// A small deterministic generator (xorshift64*) for test data.
     struct Rng(u64);
@@ -1846,6 +1820,109 @@ mod tests {
                     .expect("every op has a kernel");
                 assert_bitwise_eq(&compiled.run(&inputs).expect("valid"), &want);
             }
+        }
+    }
+
+    fn resize_attrs(sizes: Vec<usize>, mode: ResizeMode) -> kiln_ir::ResizeAttrs {
+        let scales = vec![1.0, 1.0, 2.0, 2.0];
+        kiln_ir::ResizeAttrs {
+            sizes,
+            mode,
+            coord: kiln_ir::CoordTransform::Asymmetric,
+            nearest: kiln_ir::NearestMode::Floor,
+            scales,
+            roi: Vec::new(),
+            cubic_coeff_a: -0.75,
+            exclude_outside: false,
+            extrapolation_value: 0.0,
+            antialias: false,
+        }
+    }
+
+    /// The float island `kiln quantize` leaves around a ConvTranspose (PP-OCR's head): x f32
+    /// → quantize (u8) → nearest resize ×2 on the integers → dequantize → ConvTranspose 2×2
+    /// stride 2 whose weights (i8 per output channel) and bias (i32) are dequantized
+    /// constants, ReLU; a second output is a linear resize of x. The constant dequantizes
+    /// are folded at compile time (no step), everything else is a kernel, and the outputs
+    /// match the interpreter (the integer part bit for bit, the ConvTranspose to rounding).
+    fn float_island_with_conv_transpose() -> Graph {
+        let mut rng = Rng(31);
+        let mut g = Graph::new("island");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 3, 4, 4]));
+        let q_ty = TensorType::new(DType::U8, vec![1, 3, 4, 4])
+            .with_quant(Quant::per_tensor(1.0 / 32.0, 128));
+        let xq = add_typed(&mut g, "quantize", Op::Quantize, &[x], q_ty);
+        let up = add_inferred(
+            &mut g,
+            "upsample",
+            Op::Resize(resize_attrs(vec![1, 3, 8, 8], ResizeMode::Nearest)),
+            &[xq],
+        );
+        let up = add_inferred(&mut g, "dequantize", Op::Dequantize, &[up]);
+        let w = random_tensor(&mut rng, DType::I8, vec![3, 5, 2, 2]);
+        let w_quant = Quant::PerAxis {
+            axis: 1,
+            scales: (0..5).map(|c| 0.01 + 0.002 * c as f32).collect(),
+            zero_points: vec![0; 5],
+        };
+        let w = g.add_const("w.q", w, Some(w_quant));
+        let w = add_inferred(&mut g, "w.dq", Op::Dequantize, &[w]);
+        let b =
+            Tensor::new(vec![5], int_data(DType::I32, rng.ints(5, -3000, 3000))).expect("sized");
+        let b_quant = Quant::PerAxis {
+            axis: 0,
+            scales: (0..5).map(|c| 0.0003 + 0.0001 * c as f32).collect(),
+            zero_points: vec![0; 5],
+        };
+        let b = g.add_const("b.q", b, Some(b_quant));
+        let b = add_inferred(&mut g, "b.dq", Op::Dequantize, &[b]);
+        let attrs = kiln_ir::ConvTransposeAttrs {
+            kernel: vec![2, 2],
+            strides: vec![2, 2],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            output_padding: vec![0, 0],
+            groups: 1,
+            act: Some(Activation::Relu),
+        };
+        let y = add_inferred(&mut g, "deconv", Op::ConvTranspose(attrs), &[up, w, b]);
+        let smooth = add_inferred(
+            &mut g,
+            "smooth",
+            Op::Resize(resize_attrs(vec![1, 3, 8, 8], ResizeMode::Linear)),
+            &[x],
+        );
+        g.set_outputs(vec![y, smooth]);
+        kiln_ir::verify(&g).expect("the test graph is well-formed");
+        g
+    }
+
+    #[test]
+    fn float_island_with_conv_transpose_and_resizes_runs_as_machine_code() {
+        let g = float_island_with_conv_transpose();
+        let mut compiled = Model::from_graph(g.clone())
+            .compile(&Options::default())
+            .expect("every op has a kernel");
+        // in some topological order
+        let mut ops: Vec<_> = compiled.schedule().map(|(_, op)| op).collect();
+        ops.sort_unstable();
+        assert_eq!(
+            ops,
+            [
+                "conv_transpose",
+                "dequantize",
+                "quantize",
+                "resize",
+                "resize"
+            ]
+        );
+        for seed in [1, 2] {
+            let inputs = vec![random_f32(&mut Rng(seed), vec![1, 3, 4, 4])];
+            let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+            let got = compiled.run(&inputs).expect("valid inputs");
+            assert_close(&got, &want, 1e-5);
+            // the linear resize repeats the interpreter's f64 arithmetic: exact
+            assert!(got[1].bitwise_eq(&want[1]));
         }
     }
 

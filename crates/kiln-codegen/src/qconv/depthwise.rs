@@ -29,18 +29,18 @@
 //!   shared requantizing epilogue. Pixel tiles outside, channel tiles inside: the receptive
 //!   field of a pixel tile (all channels) stays in L1 while the channel tiles sweep it.
 
-use super::emit::{epilogue, ro, TileConsts};
+use super::emit::{epilogue, ro, tile_pixel_outputs, TileConsts};
 use super::layout::InnerProduct;
 use super::plan::{QConvPlan, SP};
 use super::{Int8, QConvTuning};
 use crate::clif::{
-    at, counted_loop, mem_aligned, pmaddwd_accumulate, scaled, splat_i32, vpdpbusd_accumulate,
-    Accumulate,
+    at, counted_loop, define_function, mem_aligned, pmaddwd_accumulate, scaled, splat_i32,
+    vpdpbusd_accumulate, Accumulate,
 };
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::DType;
 
 #[derive(Clone, Debug)]
@@ -334,58 +334,40 @@ pub(crate) fn build_compute_function(
     target: TargetFrontendConfig,
     exact_cvtt: bool,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (packed, scratch, out) = (p[0], p[1], p[2]);
-    let (mr, nr) = (layout.mr, layout.nr);
-    let pixels = plan.out_pixels();
-    let accs: Vec<Vec<Variable>> = (0..mr)
-        .map(|_| (0..nr).map(|_| b.declare_var(types::I32X4)).collect())
-        .collect();
-    counted_loop(&mut b, layout.pixel_tiles, |b, pt| {
-        let table = scaled(b, packed, pt, mr * 4);
-        let bases: Vec<Value> = (0..mr)
-            .map(|m| {
-                let off = b
-                    .ins()
-                    .uload32(ro(), table, (layout.pixel_table_offset + 4 * m) as i32);
-                b.ins().iadd(scratch, off)
-            })
+    define_function(signature, target, |b, p| {
+        let (packed, scratch, out) = (p[0], p[1], p[2]);
+        let (mr, nr) = (layout.mr, layout.nr);
+        let pixels = plan.out_pixels();
+        let accs: Vec<Vec<Variable>> = (0..mr)
+            .map(|_| (0..nr).map(|_| b.declare_var(types::I32X4)).collect())
             .collect();
-        // p_m = min(pt·mr + m, pixels − 1): the last tile repeats the last pixel
-        let first = b.ins().imul_imm_u(pt, mr as i64);
-        let last = b.ins().iconst(types::I64, (pixels - 1) as i64);
-        let pixel_out: Vec<Value> = (0..mr)
-            .map(|m| {
-                let p = b.ins().iadd_imm_u(first, m as i64);
-                let p = b.ins().umin(p, last);
-                b.ins().iadd(out, p)
-            })
-            .collect();
-        let sweep = Sweep {
-            plan,
-            layout,
-            packed,
-            accs: &accs,
-            bases: &bases,
-            pixel_out: &pixel_out,
-            exact_cvtt,
-        };
-        counted_loop(b, layout.full_tiles, |b, t| sweep.tile(b, t, 4 * nr));
-        if layout.partial_channels > 0 {
-            let t = b.ins().iconst(types::I64, layout.full_tiles as i64);
-            sweep.tile(b, t, layout.partial_channels);
-        }
-    });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    func
+        counted_loop(b, layout.pixel_tiles, |b, pt| {
+            let table = scaled(b, packed, pt, mr * 4);
+            let bases: Vec<Value> = (0..mr)
+                .map(|m| {
+                    let off =
+                        b.ins()
+                            .uload32(ro(), table, (layout.pixel_table_offset + 4 * m) as i32);
+                    b.ins().iadd(scratch, off)
+                })
+                .collect();
+            let pixel_out = tile_pixel_outputs(b, pt, mr, pixels, out);
+            let sweep = Sweep {
+                plan,
+                layout,
+                packed,
+                accs: &accs,
+                bases: &bases,
+                pixel_out: &pixel_out,
+                exact_cvtt,
+            };
+            counted_loop(b, layout.full_tiles, |b, t| sweep.tile(b, t, 4 * nr));
+            if layout.partial_channels > 0 {
+                let t = b.ins().iconst(types::I64, layout.full_tiles as i64);
+                sweep.tile(b, t, layout.partial_channels);
+            }
+        });
+    })
 }
 
 /// One pixel tile's values, shared by its channel tiles.

@@ -10,15 +10,13 @@
 use super::layout::{InnerProduct, Layout, STEPS_PER_ITERATION, STEP_BYTES};
 use super::plan::QConvPlan;
 use crate::clif::{
-    at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, pmaddwd_accumulate,
-    range_loop, scaled, splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, define_function, fmax_to_bound, fmin_to_bound, mem, mem_aligned,
+    pmaddwd_accumulate, range_loop, scaled, splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
 };
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    types, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
-};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Signature, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::DType;
 
 /// `extern "C" fn(x, scratch)` for one batch item: fill the scratch with the
@@ -29,20 +27,11 @@ pub(crate) fn build_widen_function(
     signature: Signature,
     target: TargetFrontendConfig,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (x, scratch) = (p[0], p[1]);
-    fill_padding(&mut b, plan, layout, scratch);
-    widen_input(&mut b, plan, layout, x, scratch);
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    func
+    define_function(signature, target, |b, p| {
+        let (x, scratch) = (p[0], p[1]);
+        fill_padding(b, plan, layout, scratch);
+        widen_input(b, plan, layout, x, scratch);
+    })
 }
 
 /// `extern "C" fn(packed, scratch, out, first, end)` for one batch item: the channel tiles
@@ -61,57 +50,69 @@ pub(crate) fn build_compute_function(
     target: TargetFrontendConfig,
     exact_cvtt: bool,
 ) -> Function {
-    let mut func = Function::with_name_signature(UserFuncName::default(), signature);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let bufs = Buffers {
-        packed: p[0],
-        scratch: p[1],
-        out: p[2],
-    };
-    // the tiles `first..end` of all groups, numbered `g · tiles_per_group + t`: a call
-    // writes only their output channels, so disjoint ranges can run on separate threads
-    let (first, end) = (p[3], p[4]);
-    let tiles_per_group = layout.tiles_per_group as i64;
-    range_loop(&mut b, first, end, |b, tile| {
-        let g = b.ins().udiv_imm_u(tile, tiles_per_group);
-        let group_start = b.ins().imul_imm_u(g, tiles_per_group);
-        let t = b.ins().isub(tile, group_start);
-        if layout.partial_channels == 0 {
+    define_function(signature, target, |b, p| {
+        let bufs = Buffers {
+            packed: p[0],
+            scratch: p[1],
+            out: p[2],
+        };
+        // the tiles `first..end` of all groups, numbered `g · tiles_per_group + t`: a call
+        // writes only their output channels, so disjoint ranges can run on separate threads
+        let (first, end) = (p[3], p[4]);
+        let tiles_per_group = layout.tiles_per_group as i64;
+        range_loop(b, first, end, |b, tile| {
+            let g = b.ins().udiv_imm_u(tile, tiles_per_group);
+            let group_start = b.ins().imul_imm_u(g, tiles_per_group);
+            let t = b.ins().isub(tile, group_start);
+            if layout.partial_channels == 0 {
+                micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
+                return;
+            }
+            // the last tile of a group stores only its valid channels
+            let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
+            let is_partial = b
+                .ins()
+                .icmp_imm_u(IntCC::Equal, t, layout.full_tiles as i64);
+            b.ins().brif(is_partial, partial, &[], full, &[]);
+            b.switch_to_block(full);
             micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
-            return;
-        }
-        // the last tile of a group stores only its valid channels
-        let (full, partial, merge) = (b.create_block(), b.create_block(), b.create_block());
-        let is_partial = b
-            .ins()
-            .icmp_imm_u(IntCC::Equal, t, layout.full_tiles as i64);
-        b.ins().brif(is_partial, partial, &[], full, &[]);
-        b.switch_to_block(full);
-        micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
-        b.ins().jump(merge, &[]);
-        b.switch_to_block(partial);
-        micro_kernel_sweep(
-            b,
-            plan,
-            layout,
-            bufs,
-            g,
-            t,
-            layout.partial_channels,
-            exact_cvtt,
-        );
-        b.ins().jump(merge, &[]);
-        b.switch_to_block(merge);
-    });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    func
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(partial);
+            micro_kernel_sweep(
+                b,
+                plan,
+                layout,
+                bufs,
+                g,
+                t,
+                layout.partial_channels,
+                exact_cvtt,
+            );
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(merge);
+        });
+    })
+}
+
+/// The byte addresses `out + p_m` of pixel tile `pt`'s `mr` pixels in an int8 output
+/// plane, `p_m = min(pt·mr + m, pixels − 1)`: the last tile repeats the last pixel (its
+/// extra stores rewrite the same bytes).
+pub(crate) fn tile_pixel_outputs(
+    b: &mut FunctionBuilder,
+    pt: Value,
+    mr: usize,
+    pixels: usize,
+    out: Value,
+) -> Vec<Value> {
+    let first = b.ins().imul_imm_u(pt, mr as i64);
+    let last = b.ins().iconst(types::I64, (pixels - 1) as i64);
+    (0..mr)
+        .map(|m| {
+            let p = b.ins().iadd_imm_u(first, m as i64);
+            let p = b.ins().umin(p, last);
+            b.ins().iadd(out, p)
+        })
+        .collect()
 }
 
 /// The compute function's arguments, as entry block parameters.
@@ -314,16 +315,7 @@ fn micro_kernel_sweep(
             }
         }
         reduction(b, layout, &accs, &bases, weights, bufs.packed);
-        // p_m = min(pt·mr + m, pixels − 1): the last tile repeats the last pixel
-        let first = b.ins().imul_imm_u(pt, mr as i64);
-        let last = b.ins().iconst(types::I64, (pixels - 1) as i64);
-        let pixel_out: Vec<Value> = (0..mr)
-            .map(|m| {
-                let p = b.ins().iadd_imm_u(first, m as i64);
-                let p = b.ins().umin(p, last);
-                b.ins().iadd(tile_out, p)
-            })
-            .collect();
+        let pixel_out = tile_pixel_outputs(b, pt, mr, pixels, tile_out);
         let tile_consts = TileConsts {
             nr,
             bias_offset: layout.bias_offset,

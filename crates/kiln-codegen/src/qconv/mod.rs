@@ -8,7 +8,7 @@ pub(crate) mod emit;
 pub(crate) mod layout;
 pub(crate) mod plan;
 
-use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::CodegenError;
 use depthwise::DwLayout;
@@ -83,7 +83,7 @@ pub struct QConvScratch {
 }
 
 /// Integer element types a kernel reads and writes.
-pub trait Int8: Copy + sealed::Sealed {
+pub trait Int8: bytemuck::Pod + sealed::Sealed {
     const DTYPE: DType;
     /// The element's bits.
     fn bits(self) -> u8;
@@ -156,7 +156,6 @@ enum Path {
 
 /// A compiled QConv. Owns its machine code, packed constants and the JIT that holds them.
 pub struct QConvKernel {
-    name: String,
     plan: QConvPlan,
     path: Path,
     packed: AlignedBytes,
@@ -164,18 +163,7 @@ pub struct QConvKernel {
     code: KernelCode,
 }
 
-impl std::fmt::Debug for QConvKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QConvKernel")
-            .field("name", &self.name)
-            .field("x", &self.plan.x_shape)
-            .field("out", &self.plan.out_shape)
-            .field("path", &self.path())
-            .field("tile", &self.tile())
-            .field("inner", &self.inner_product())
-            .finish()
-    }
-}
+kernel_identity!(QConvKernel, code);
 
 impl QConvKernel {
     /// Compile a QConv node for the host.
@@ -218,12 +206,9 @@ impl QConvKernel {
                 jit.target_config(),
                 exact_cvtt,
             );
-            let compute = jit.compile(&name, compute_fn)?;
-            // SAFETY: `compute` is the entry of a function just compiled from a signature of
-            // three pointer parameters, no results, in the target's default (C) calling
-            // convention — `ComputeFn`. It stays valid while `jit` lives, and `jit` is owned
-            // by the kernel alongside it.
-            let compute = unsafe { std::mem::transmute::<*const u8, ComputeFn>(compute) };
+            // SAFETY: the function has three pointer parameters and no results —
+            // `ComputeFn`; `jit` is owned by the kernel alongside it.
+            let compute: ComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
             (Path::Depthwise { layout, compute }, packed)
         } else {
             let layout = Layout::new(&plan, tuning, inner)?;
@@ -234,12 +219,9 @@ impl QConvKernel {
                 jit.pointer_signature(2),
                 jit.target_config(),
             );
-            let widen = jit.compile(&format!("{name}_widen"), widen_fn)?;
-            // SAFETY: `widen` is the entry of the function just compiled from a signature of
-            // two pointer parameters, no results, in the target's default (C) calling
-            // convention — `WidenFn`. It stays valid while `jit` lives, and `jit` is owned by
-            // the kernel alongside it.
-            let widen = unsafe { std::mem::transmute::<*const u8, WidenFn>(widen) };
+            // SAFETY: the function has two pointer parameters and no results — `WidenFn`;
+            // `jit` is owned by the kernel alongside it.
+            let widen: WidenFn = unsafe { jit.compile_as(&format!("{name}_widen"), widen_fn)? };
             // three pointers and two pointer-sized tile indices
             let compute_fn = emit::build_compute_function(
                 &plan,
@@ -248,12 +230,10 @@ impl QConvKernel {
                 jit.target_config(),
                 exact_cvtt,
             );
-            let compute = jit.compile(&name, compute_fn)?;
-            // SAFETY: `compute` is the entry of a function just compiled from a signature of
-            // five pointer-sized parameters, no results, in the target's default (C) calling
-            // convention — `RangeComputeFn` (the last two are integers of pointer size). It
-            // stays valid while `jit` lives, and `jit` is owned by the kernel alongside it.
-            let compute = unsafe { std::mem::transmute::<*const u8, RangeComputeFn>(compute) };
+            // SAFETY: the function has five pointer-sized parameters and no results —
+            // `RangeComputeFn` (the last two are integers of pointer size); `jit` is owned by
+            // the kernel alongside it.
+            let compute: RangeComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
             (
                 Path::General {
                     layout,
@@ -264,28 +244,16 @@ impl QConvKernel {
             )
         };
         Ok(QConvKernel {
-            name,
             plan,
             path,
             packed,
-            code: KernelCode::new(jit),
+            code: KernelCode::new(jit, name),
         })
-    }
-
-    /// The compute function's name (the widening step is `{name}_widen`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Cranelift's listing of the compute function's machine code (the micro-kernel), when
-    /// compiled with `capture_disassembly`.
-    pub fn disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&self.name)
     }
 
     /// The listing of the widening step, when compiled with `capture_disassembly`.
     pub fn widen_disassembly(&self) -> Option<&str> {
-        self.code.disassembly(&format!("{}_widen", self.name))
+        self.code.disassembly(&format!("{}_widen", self.name()))
     }
 
     pub fn output_shape(&self) -> &[usize] {
@@ -371,7 +339,7 @@ impl QConvKernel {
         threads: usize,
     ) -> Result<(), CodegenError> {
         let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
+            kernel: self.name().to_string(),
             what,
         };
         if X::DTYPE != self.plan.x_dtype || Y::DTYPE != self.plan.out_dtype {
@@ -470,7 +438,7 @@ impl QConvKernel {
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         if x.shape() != self.plan.x_shape.as_slice() {
             return Err(CodegenError::BadBuffer {
-                kernel: self.name.clone(),
+                kernel: self.name().to_string(),
                 what: format!(
                     "input shape {:?}, expected {:?}",
                     x.shape(),
@@ -503,13 +471,13 @@ impl QConvKernel {
             }
             _ => {
                 return Err(CodegenError::BadBuffer {
-                    kernel: self.name.clone(),
+                    kernel: self.name().to_string(),
                     what: format!("input is {}, expected {}", x.dtype(), self.plan.x_dtype),
                 })
             }
         };
         Tensor::new(self.plan.out_shape.clone(), data).map_err(|e| CodegenError::BadBuffer {
-            kernel: self.name.clone(),
+            kernel: self.name().to_string(),
             what: e.to_string(),
         })
     }

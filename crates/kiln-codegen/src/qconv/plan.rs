@@ -6,8 +6,8 @@
 use crate::CodegenError;
 use kiln_ir::{Activation, ConvAttrs, DType, Quant, Tensor, TensorData, TensorType};
 
-/// Spatial rank inside the generator: 1-D and 2-D convs are 3-D with leading unit dims.
-pub(crate) const SP: usize = 3;
+pub(crate) use crate::spatial::SP;
+use crate::spatial::{check_window, widen};
 
 const OP: &str = "qconv";
 
@@ -177,12 +177,6 @@ pub(crate) struct Geometry {
     pub spatial_rank: usize,
 }
 
-fn widen(v: &[usize], fill: usize) -> [usize; SP] {
-    let mut out = [fill; SP];
-    out[SP - v.len()..].copy_from_slice(v);
-    out
-}
-
 impl Geometry {
     /// `op` names the node kind in errors (`qconv`, `conv`).
     pub(crate) fn new(
@@ -192,21 +186,14 @@ impl Geometry {
         attrs: &ConvAttrs,
     ) -> Result<Geometry, CodegenError> {
         let invalid = |reason: String| CodegenError::InvalidOp { op, reason };
+        check_window(
+            op,
+            &attrs.kernel,
+            &attrs.strides,
+            &attrs.pads,
+            &attrs.dilations,
+        )?;
         let nsp = attrs.kernel.len();
-        if !(1..=SP).contains(&nsp) {
-            return Err(invalid(format!("{nsp} spatial dims; 1 to 3 are supported")));
-        }
-        if attrs.strides.len() != nsp || attrs.dilations.len() != nsp || attrs.pads.len() != 2 * nsp
-        {
-            return Err(invalid(format!(
-                "attribute lengths {attrs:?} do not fit {nsp} spatial dims"
-            )));
-        }
-        if attrs.strides.contains(&0) || attrs.dilations.contains(&0) {
-            return Err(invalid(
-                "strides and dilations must be positive".to_string(),
-            ));
-        }
         if x.len() != nsp + 2 || w.len() != nsp + 2 {
             return Err(invalid(format!(
                 "input {x:?} and weight {w:?} must have rank {} for a {nsp}-D conv",

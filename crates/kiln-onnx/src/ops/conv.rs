@@ -5,7 +5,7 @@
 use super::emit_main;
 use crate::attrs::NodeCx;
 use crate::error::OnnxError;
-use crate::geometry::{conv_transpose_pads, window_pads, AutoPad};
+use crate::geometry::{check_window_extent, conv_transpose_pads, window_pads, AutoPad};
 use crate::importer::Importer;
 use kiln_ir::{ConvAttrs, ConvTransposeAttrs, Op, PoolAttrs, ValueId};
 
@@ -96,6 +96,7 @@ pub(crate) fn conv_attrs(
         cx.ints_opt("pads")?.as_deref(),
     )
     .map_err(|m| cx.err(m))?;
+    check_window_extent(&input, &kernel, &strides, &dilations, &pads).map_err(|m| cx.err(m))?;
     Ok(ConvAttrs {
         kernel,
         strides,
@@ -159,6 +160,18 @@ pub(crate) fn conv_transpose(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxE
         output_shape.as_deref(),
     )
     .map_err(|m| cx.err(m))?;
+    // The transposed output spans stride·(in − 1) + output_padding + extent before the
+    // pads crop it: bound that span, the pads and the kernel like a forward window's.
+    let full_output: Vec<usize> = (0..n)
+        .map(|i| {
+            strides[i]
+                .checked_mul(input[i].saturating_sub(1))
+                .and_then(|v| v.checked_add(output_padding[i]))
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    check_window_extent(&full_output, &kernel, &strides, &dilations, &pads)
+        .map_err(|m| cx.err(m))?;
     let attrs = ConvTransposeAttrs {
         kernel,
         strides,
@@ -204,6 +217,7 @@ fn pool_attrs(
         cx.ints_opt("pads")?.as_deref(),
     )
     .map_err(|m| cx.err(m))?;
+    check_window_extent(&input, &kernel, &strides, &dilations, &pads).map_err(|m| cx.err(m))?;
     let storage_order = if is_max {
         cx.int("storage_order", 0)?
     } else {

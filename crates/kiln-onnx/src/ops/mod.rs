@@ -12,7 +12,7 @@ use crate::attrs::NodeCx;
 use crate::error::OnnxError;
 use crate::importer::Importer;
 use crate::tensor::dtype_from_onnx;
-use kiln_ir::{Activation, BinaryOp, DType, GemmAttrs, Op, Tensor, TensorData};
+use kiln_ir::{Activation, BinaryOp, DType, GemmAttrs, Op, Tensor, TensorData, TensorType};
 
 /// ONNX op types (ai.onnx domain) kiln imports, sorted.
 pub const SUPPORTED_OPS: &[&str] = &[
@@ -390,6 +390,8 @@ fn dropout(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let shape = im.shape(x).to_vec();
     emit_main(im, cx, Op::Dropout, &[x])?;
     if let Some(mask) = im.output_name(cx, 1) {
+        im.charge_value(cx, mask, &TensorType::new(DType::Bool, shape.clone()))?;
+        // x's type passed inference, so its element count fits.
         let n = shape.iter().product();
         let ones = Tensor::new(shape, TensorData::Bool(vec![true; n]))
             .map_err(|e| cx.err(format!("mask: {e}")))?;
@@ -401,6 +403,22 @@ fn dropout(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
 fn gather(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let (data, indices) = (im.req_input(cx, 0)?, im.req_input(cx, 1)?);
     let axis = cx.axis("axis", cx.int("axis", 0)?, im.shape(data).len())?;
+    // Constant indices (the common case: shape arithmetic, embedding lookups) are checked
+    // here, where the error can name them; ONNX allows [-dim, dim).
+    if let Some(values) = im.const_of(indices).and_then(Tensor::to_i64_vec) {
+        let dim = im.shape(data)[axis] as i64;
+        if let Some(bad) = values.iter().find(|&&i| !(-dim..dim).contains(&i)) {
+            let valid = match dim {
+                0 => "the axis is empty".to_string(),
+                _ => format!("valid: -{dim}..={}", dim - 1),
+            };
+            return Err(cx.err(format!(
+                "index {bad} in constant indices '{}' is out of range for axis {axis} of size \
+                 {dim} ({valid})",
+                cx.proto.input[1],
+            )));
+        }
+    }
     emit_main(im, cx, Op::Gather { axis }, &[data, indices])
 }
 
@@ -787,6 +805,46 @@ mod tests {
         assert_eq!(
             run(&g, &[data])[0].as_f32().unwrap(),
             &[6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+        );
+    }
+
+    #[test]
+    fn gather_checks_constant_indices_at_import() {
+        let gather = |data: &[i64], indices: &[i64]| {
+            ModelBuilder::new(13)
+                .input("data", data)
+                .init(tensor_i64("idx", &[indices.len() as i64], indices))
+                .node(named(node("Gather", &["data", "idx"], &["y"], vec![]), "g"))
+                .output("y")
+                .import()
+        };
+        gather(&[4, 3], &[-4, 3]).unwrap();
+        assert_eq!(
+            gather(&[4, 3], &[0, 4]).unwrap_err().to_string(),
+            "node 'g' (Gather, domain ai.onnx, opset 13): index 4 in constant indices 'idx' is \
+             out of range for axis 0 of size 4 (valid: -4..=3)"
+        );
+        assert!(gather(&[4, 3], &[-5])
+            .unwrap_err()
+            .to_string()
+            .contains("index -5 in constant indices 'idx'"));
+        assert!(gather(&[0, 3], &[0])
+            .unwrap_err()
+            .to_string()
+            .ends_with("out of range for axis 0 of size 0 (the axis is empty)"));
+        // Shape → Gather folds to a constant; an index past the rank is caught all the same.
+        let err = ModelBuilder::new(13)
+            .input("x", &[2, 3])
+            .init(tensor_i64("idx", &[], &[2]))
+            .node(node("Shape", &["x"], &["s"], vec![]))
+            .node(named(node("Gather", &["s", "idx"], &["y"], vec![]), "g"))
+            .output("y")
+            .import()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("index 2 in constant indices 'idx' is out of range for axis 0 of size 2"),
+            "{err}"
         );
     }
 

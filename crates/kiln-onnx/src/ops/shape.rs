@@ -5,11 +5,12 @@
 use super::emit_main;
 use crate::attrs::NodeCx;
 use crate::error::OnnxError;
-use crate::geometry::{even_split, reshape_target, slice_bounds};
+use crate::geometry::{even_split, reshape_target, slice_bounds, MAX_WINDOW_EXTENT};
 use crate::importer::Importer;
-use crate::tensor::tensor_from_proto;
+use crate::tensor::{declared_type, tensor_from_proto};
 use half::f16;
-use kiln_ir::{DType, Op, PadMode, SliceAxis, Tensor, TensorData};
+use kiln_ir::tensor::checked_numel;
+use kiln_ir::{DType, Op, PadMode, SliceAxis, Tensor, TensorData, TensorType};
 
 pub(crate) fn reshape(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let x = im.req_input(cx, 0)?;
@@ -98,14 +99,14 @@ pub(crate) fn slice(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let mut sliced = Vec::with_capacity(n);
     for i in 0..n {
         let axis = cx.axis("axes", axes[i], shape.len())?;
-        let (start, end) =
+        let (start, end, step) =
             slice_bounds(shape[axis], starts[i], ends[i], steps[i]).map_err(|m| cx.err(m))?;
-        if !(start == 0 && end == shape[axis] as i64 && steps[i] == 1) {
+        if !(start == 0 && end == shape[axis] as i64 && step == 1) {
             sliced.push(SliceAxis {
                 axis,
                 start,
                 end,
-                step: steps[i],
+                step,
             });
         }
     }
@@ -226,6 +227,7 @@ pub(crate) fn pad(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
                     2 * k
                 )));
             }
+            cx.axes("axes", &axes, rank)?; // rejects repeated axes
             let mut full = vec![0i64; 2 * rank];
             for (j, &a) in axes.iter().enumerate() {
                 let a = cx.axis("axes", a, rank)?;
@@ -235,6 +237,25 @@ pub(crate) fn pad(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
             full
         }
     };
+    // Negative pads crop (onnxruntime's extension; the ONNX reference rejects them): no
+    // more than the axis holds. Positive ones are bounded like window extents, so that the
+    // index arithmetic of later stages cannot overflow.
+    let shape = im.shape(x);
+    for axis in 0..rank {
+        let (begin, end) = (full[axis], full[rank + axis]);
+        let crop = begin.min(0).unsigned_abs() as u128 + end.min(0).unsigned_abs() as u128;
+        if crop > shape[axis] as u128 {
+            return Err(cx.err(format!(
+                "axis {axis}: pads ({begin}, {end}) crop {crop} elements, but the axis has {}",
+                shape[axis]
+            )));
+        }
+        if let Some(&big) = [begin, end].iter().find(|&&p| p > MAX_WINDOW_EXTENT as i64) {
+            return Err(cx.err(format!(
+                "axis {axis}: pad {big} exceeds {MAX_WINDOW_EXTENT}, the largest kiln supports"
+            )));
+        }
+    }
     emit_main(
         im,
         cx,
@@ -271,7 +292,12 @@ pub(crate) fn constant(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> 
     let tensor = match present[0] {
         "value" => {
             let t = cx.tensor_opt("value")?.expect("presence checked above");
-            tensor_from_proto(t, im.model_dir())?
+            // Counted by read_tensor before decoding; the other forms are small copies of
+            // attribute lists already in memory, counted below.
+            let tensor =
+                im.read_tensor(t, || format!("{}: value tensor '{}'", cx.node, t.name()))?;
+            im.bind_const(&out, tensor, None);
+            return Ok(());
         }
         "value_float" => Tensor::scalar_f32(cx.float("value_float", 0.0)?),
         "value_floats" => {
@@ -294,14 +320,18 @@ pub(crate) fn constant(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> 
             )))
         }
     };
+    im.charge_value(
+        cx,
+        &out,
+        &TensorType::new(tensor.dtype(), tensor.shape().to_vec()),
+    )?;
     im.bind_const(&out, tensor, None);
     Ok(())
 }
 
 /// A tensor of `shape` with every element equal to the single element of `value`.
 fn filled(value: &Tensor, shape: Vec<usize>) -> Result<Tensor, String> {
-    let n = kiln_ir::tensor::checked_numel(&shape)
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let n = checked_numel(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let data = match value.data() {
         TensorData::F32(v) => TensorData::F32(vec![v[0]; n]),
         TensorData::F16(v) => TensorData::F32(vec![f16::to_f32(v[0]); n]),
@@ -323,14 +353,19 @@ pub(crate) fn constant_of_shape(im: &mut Importer, cx: &NodeCx) -> Result<(), On
     let shape = cx.to_usizes("shape", &shape)?;
     let value = match cx.tensor_opt("value")? {
         None => Tensor::scalar_f32(0.0),
-        Some(t) => tensor_from_proto(t, im.model_dir())?,
+        Some(t) => {
+            let declared = declared_type(t)?;
+            if checked_numel(&declared.shape) != Some(1) {
+                return Err(cx.err(format!(
+                    "value must have one element, has shape {:?}",
+                    declared.shape
+                )));
+            }
+            tensor_from_proto(t, im.model_dir())?
+        }
     };
-    if value.numel() != 1 {
-        return Err(cx.err(format!(
-            "value must have one element, has shape {:?}",
-            value.shape()
-        )));
-    }
+    // The fill is the allocation a tiny model can ask to be enormous: count it first.
+    im.charge_value(cx, &out, &TensorType::new(value.dtype(), shape.clone()))?;
     let t = filled(&value, shape).map_err(|m| cx.err(m))?;
     im.bind_const(&out, t, None);
     Ok(())
@@ -354,6 +389,7 @@ pub(crate) fn shape(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
         vec![]
     };
     let t = Tensor::from_i64(vec![part.len()], part).map_err(|e| cx.err(e.to_string()))?;
+    im.charge_value(cx, &out, &TensorType::new(DType::I64, t.shape().to_vec()))?;
     im.bind_const(&out, t, None);
     Ok(())
 }
@@ -389,6 +425,7 @@ pub(crate) fn range(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
             if !n.is_finite() || n > (1u64 << 32) as f32 {
                 return Err(cx.err(format!("range({start}, {limit}, {delta}) is too long")));
             }
+            im.charge_value(cx, &out, &TensorType::new(dtype, vec![n as usize]))?;
             let data: Vec<f32> = (0..n as usize).map(|i| start + i as f32 * delta).collect();
             Tensor::from_f32(vec![data.len()], data)
         }
@@ -408,6 +445,7 @@ pub(crate) fn range(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
             if n > 1 << 32 {
                 return Err(cx.err(format!("range({start}, {limit}, {delta}) is too long")));
             }
+            im.charge_value(cx, &out, &TensorType::new(dtype, vec![n as usize]))?;
             let values = (0..n).map(|i| start + i * delta);
             let len = n as usize;
             if dtype == DType::I32 {
@@ -498,7 +536,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "node 'r' (Reshape, domain ai.onnx, opset 13): input 1 's' (shape) must be a constant, but it is \
-             computed at run time by node 's' (input); kiln needs it known at import (static shapes)"
+             a graph input, known only at run time; kiln needs it known at import (static shapes)"
+        );
+        let err = ModelBuilder::new(13)
+            .input("x", &[2, 3])
+            .input_typed("s", DataType::Int64, Some(&[Dim::Fixed(1)]))
+            .node(named(node("Identity", &["s"], &["t"], vec![]), "copy"))
+            .node(named(node("Reshape", &["x", "t"], &["y"], vec![]), "r"))
+            .output("y")
+            .import()
+            .unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "input 1 't' (shape) must be a constant, but it is computed at run time by node \
+                 'copy' (identity); kiln needs it known at import (static shapes)"
+            ),
+            "{err}"
         );
     }
 
