@@ -189,6 +189,16 @@ fn demo_runs_and_reports_each_stage() {
     );
     assert!(text.contains("top-5 classes"), "{text}");
     assert!(text.contains("[4] quantize to int8"), "{text}");
+    assert!(text.contains("[5] JIT-compile the int8 graph"), "{text}");
+    // The JIT's int8 output agrees with the int8 interpreter up to softmax rounding
+    // (tests/jit_cli.rs checks the same through `kiln run`).
+    let rel: f64 = text
+        .split("max relative difference ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the demo prints the JIT's difference: {text}"));
+    assert!(rel <= 1e-5, "JIT vs interpreter differ by {rel}: {text}");
     let quiet = stdout_of(&["demo", "--no-ir"]);
     assert!(
         !quiet.contains("the optimized IR"),

@@ -95,6 +95,9 @@ fn help_texts() {
         "--report",
         "--report-json",
         "--fallback-sqnr",
+        "--fallback-sensitivity",
+        "--sensitivity-samples",
+        "--dynamic",
         "--bias-correction",
         "--preprocess",
         "--random-calibration",
@@ -288,6 +291,215 @@ fn softmax_input_scale(g: &Graph) -> f32 {
     match g.value_type(dq.inputs()[0]).quant {
         Some(Quant::PerTensor { scale, .. }) => scale,
         ref other => panic!("logits quantized per tensor, got {other:?}"),
+    }
+}
+
+/// `--fallback-sensitivity N`: every quantized layer is measured alone, the JSON report holds
+/// the ranking (most harmful first), and exactly the N worst stay in float — the summary and
+/// the report's decisions agree with the ranking.
+#[test]
+fn fallback_by_measured_sensitivity() {
+    let dir = temp_dir("sensitivity");
+    let cal = calibration_dir(&dir, 3);
+    let out = dir.join("demo.int8.onnx");
+    let report_json = dir.join("report.json");
+    let (stdout, _) = succeed(&[
+        "quantize",
+        DEMO,
+        "--calibration",
+        s(&cal),
+        "-o",
+        s(&out),
+        "--fallback-sensitivity",
+        "2",
+        "--sensitivity-samples",
+        "2",
+        "--report-json",
+        s(&report_json),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_json).unwrap()).unwrap();
+    let ranking = json["sensitivity"].as_array().unwrap();
+    assert!(ranking.len() > 2, "{ranking:?}");
+    let sqnr = |v: &serde_json::Value| v["output_sqnr_db"].as_f64().unwrap_or(f64::INFINITY);
+    assert!(
+        ranking.windows(2).all(|w| sqnr(&w[0]) <= sqnr(&w[1])),
+        "most harmful first: {ranking:?}"
+    );
+    let fallback = json["fallback"].as_array().unwrap();
+    assert_eq!(fallback.len(), 2, "{fallback:?}");
+    for (f, r) in fallback.iter().zip(ranking) {
+        assert_eq!(f["node"], r["node"]);
+        assert_eq!(f["criterion"], "sensitivity");
+        let node = f["node"].as_str().unwrap();
+        assert!(
+            stdout.contains(&format!("fallback (sensitivity): {node}")),
+            "{stdout}"
+        );
+        let decision = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .unwrap();
+        assert_eq!(decision["decision"]["kind"], "float", "{decision}");
+    }
+    // the third-ranked layer stays quantized
+    let third = ranking[2]["node"].as_str().unwrap();
+    let decision = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == third)
+        .unwrap();
+    assert_eq!(decision["decision"]["kind"], "quantized", "{decision}");
+    assert!(stdout.contains("2 kept in float by fallback"), "{stdout}");
+}
+
+/// A two-layer MLP (matmul + bias + relu, then a transB gemm with bias), for `--dynamic`.
+const MLP: &str = "graph @mlp(%x: f32[4,16]) -> (f32[4,8]) {
+  %w1 = const @c0 : f32[16,32] = normal(seed=11, mean=0.0, std=0.25)
+  %m = matmul(%x, %w1) : f32[4,32]
+  %b1 = const @c1 : f32[32] = normal(seed=12, mean=0.0, std=0.1)
+  %a = add(%m, %b1) : f32[4,32]
+  %h = relu(%a) : f32[4,32]
+  %w2 = const @c2 : f32[8,32] = normal(seed=13, mean=0.0, std=0.25)
+  %b2 = const @c3 : f32[8] = normal(seed=14, mean=0.0, std=0.1)
+  %y = gemm(%h, %w2, %b2) {alpha=1.0, beta=1.0, trans_a=false, trans_b=true} : f32[4,8]
+  return %y
+}";
+
+/// onnxruntime on kiln's dynamic model (optimizations off and on) and on the model
+/// onnxruntime's own `quantize_dynamic` (per-channel i8 weights) makes from the float one.
+const ORT_DYNAMIC_SCRIPT: &str = r#"
+import sys, numpy as np, onnxruntime as ort
+from onnxruntime.quantization import quantize_dynamic, QuantType
+float_path, kiln_path, x_path, out_dir = sys.argv[1:5]
+ort_path = f"{out_dir}/ort_dynamic.onnx"
+quantize_dynamic(float_path, ort_path, per_channel=True, weight_type=QuantType.QInt8)
+x = np.load(x_path)
+for path, level, tag in [
+        (kiln_path, ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "kiln_plain"),
+        (kiln_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "kiln_opt"),
+        (ort_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "ort_dynamic")]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    np.save(f"{out_dir}/{tag}.npy", sess.run(None, {"x": x})[0])
+"#;
+
+/// `--dynamic`: the written ONNX (DynamicQuantizeLinear + MatMulInteger) reads back into
+/// kiln, runs there exactly as `kiln run --quantize --dynamic` does, stays close to float,
+/// and — with `$KILN_PYTHON` — onnxruntime agrees on kiln's file and on its own
+/// `quantize_dynamic` of the float model, within one accumulator step of the last layer.
+#[test]
+fn dynamic_quantization_of_matmul_and_gemm() {
+    let dir = temp_dir("dynamic");
+    let float_path = dir.join("mlp.onnx");
+    let float = kiln_ir::text::parse_graph(MLP).unwrap();
+    std::fs::write(&float_path, kiln_onnx::export(&float).unwrap()).unwrap();
+    let out = dir.join("mlp.dynamic.onnx");
+    let (stdout, _) = succeed(&["quantize", s(&float_path), "--dynamic", "-o", s(&out)]);
+    assert!(stdout.contains("2 matmul/gemm quantized"), "{stdout}");
+    let err = stderr_of_failure(&[
+        "quantize",
+        s(&float_path),
+        "--dynamic",
+        "--random-calibration",
+        "2",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("--dynamic"), "{err}");
+
+    let dynamic = kiln_onnx::import_file(&out, &ImportOptions::default()).unwrap();
+    assert_eq!(
+        count_ops(&dynamic, |op| matches!(op, Op::DynamicQuantize)),
+        2
+    );
+    assert_eq!(count_ops(&dynamic, |op| matches!(op, Op::MatMulInteger)), 2);
+    let x = normal(21, &[4, 16]);
+    let x_path = dir.join("x.npy");
+    kiln_ir::npy::write_npy_file(&x_path, &x).unwrap();
+    let from_file = kiln_interp::run(&dynamic, std::slice::from_ref(&x)).unwrap()[0].to_f32_vec();
+
+    let run_dir = dir.join("run");
+    succeed(&[
+        "run",
+        s(&float_path),
+        "--input",
+        &format!("x={}", s(&x_path)),
+        "--quantize",
+        "--dynamic",
+        "--backend",
+        "interp",
+        "--output-dir",
+        s(&run_dir),
+    ]);
+    let from_run = kiln_ir::npy::read_npy_file(run_dir.join("y.npy"))
+        .unwrap()
+        .to_f32_vec();
+    assert_eq!(
+        from_run, from_file,
+        "kiln run --quantize --dynamic vs the written file"
+    );
+
+    // The hidden activation's range gives the last layer's input scale s_h = max(h)/255
+    // (relu: min 0); one step of the last accumulator is s_h·s_w[j], s_w[j] = max|w2[j]|/127.
+    let mut hidden_max = 0.0f32;
+    let reference = kiln_interp::run_observed(&float, std::slice::from_ref(&x), &mut |v, t| {
+        if float.value_name(v) == "h" {
+            hidden_max = t.to_f32_vec().into_iter().fold(0.0, f32::max);
+        }
+    })
+    .unwrap()[0]
+        .to_f32_vec();
+    let w2 = float
+        .const_tensor(
+            float
+                .node_ids()
+                .map(|id| kiln_ir::ValueId { node: id, port: 0 })
+                .find(|&v| float.value_name(v) == "w2")
+                .unwrap(),
+        )
+        .unwrap()
+        .to_f32_vec();
+    let w2_scale = w2.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+    let step = hidden_max / 255.0 * w2_scale;
+    assert!(
+        cosine(&reference, &from_file) > 0.999,
+        "dynamic int8 vs float: cosine {}",
+        cosine(&reference, &from_file)
+    );
+
+    if let Some(python) = std::env::var_os("KILN_PYTHON").filter(|p| !p.is_empty()) {
+        let status = Command::new(python)
+            .args(["-c", ORT_DYNAMIC_SCRIPT])
+            .arg(&float_path)
+            .arg(&out)
+            .arg(&x_path)
+            .arg(&dir)
+            .output()
+            .expect("KILN_PYTHON runs");
+        assert!(
+            status.status.success(),
+            "onnxruntime: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        for tag in ["kiln_plain", "kiln_opt", "ort_dynamic"] {
+            let ort = kiln_ir::npy::read_npy_file(dir.join(format!("{tag}.npy")))
+                .unwrap()
+                .to_f32_vec();
+            let max_diff = ort
+                .iter()
+                .zip(&from_file)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                max_diff <= step,
+                "onnxruntime ({tag}) vs kiln: {max_diff} > one accumulator step {step}"
+            );
+        }
     }
 }
 

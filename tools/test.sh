@@ -40,5 +40,8 @@ cargo test --release -p kiln-cli --test prequantized
 step "realized models as JIT machine code vs the interpreter (release)"
 cargo test --release -p kiln-runtime --test models
 
+step "every quantized model of the differential suite: JIT vs interpreter, integer tensors byte for byte (release)"
+cargo test --release -p kiln-cli --test jit_exact
+
 step "optimizer vs onnxruntime: kiln opt -O1 -o model.onnx on real architectures (release)"
 cargo test --release -p kiln-cli --test opt_ort

@@ -285,7 +285,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut times = StageTimes::default();
 
     let start = Instant::now();
-    let float_graph = load_model(&path, &args.model.input_shapes)?;
+    let float_graph = load_model(&args.model)?;
     times.add("import", start.elapsed());
     let inputs = if args.inputs.is_empty() {
         random_inputs(&float_graph, &path)?

@@ -142,7 +142,7 @@ pub fn print_info(graph: &Graph, title: &str) -> Result<()> {
 }
 
 pub fn info(args: InfoArgs) -> Result<()> {
-    let graph = load_model(&args.model.model, &args.model.input_shapes)?;
+    let graph = load_model(&args.model)?;
     print_info(&graph, &args.model.model.display().to_string())
 }
 
@@ -156,7 +156,7 @@ pub fn format_graph(graph: &Graph, format: DumpFormat) -> String {
 }
 
 pub fn dump(args: DumpArgs) -> Result<()> {
-    let graph = load_model(&args.model.model, &args.model.input_shapes)?;
+    let graph = load_model(&args.model)?;
     let request = DumpRequest {
         pipeline: &args.pipeline,
         after: args.after.as_deref(),

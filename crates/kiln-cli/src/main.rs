@@ -126,6 +126,12 @@ pub struct ModelArgs {
     /// dimensions; repeat for several inputs). ONNX models only.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...", value_parser = load::parse_input_shape)]
     pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Most memory the model may need — weights plus the declared sizes of its inputs and
+    /// every computed value — checked before anything is allocated, so a model claiming
+    /// absurd shapes fails with a clear error. Bytes, or with a K/M/G/T suffix (powers of
+    /// 1024, e.g. 512M, 64G); `unlimited` turns the check off. ONNX models only.
+    #[arg(long = "max-memory", value_name = "SIZE", default_value = "16G", value_parser = load::parse_memory_size)]
+    pub max_memory: u64,
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub fn opt(args: OptArgs) -> Result<()> {
     let format = output_format(&args.output)?;
     let passes = args.pipeline.pass_list(OptLevel::O1)?;
     let model = &args.model.model;
-    let graph = load_model(model, &args.model.input_shapes)?;
+    let graph = load_model(&args.model)?;
     let opts = args.pipeline.options();
     let show_stats = args.stats;
     let (optimized, stats) = run_passes(&graph, &passes, &opts, model, &mut |_, _, s| {

@@ -51,10 +51,34 @@ pub struct QuantArgs {
     /// after each round.
     #[arg(long = "fallback-sqnr", value_name = "DB")]
     pub fallback_sqnr: Option<f64>,
+    /// Keep in float the N layers that hurt the model's outputs most: each quantizable
+    /// layer is quantized alone (everything else float) on the first --sensitivity-samples
+    /// calibration samples and ranked by the outputs' SQNR. Costs one interpreter run per
+    /// layer and sample. Combines with --fallback-sqnr, which then starts from the result.
+    #[arg(long = "fallback-sensitivity", value_name = "N")]
+    pub fallback_sensitivity: Option<usize>,
+    /// Samples the --fallback-sensitivity analysis runs.
+    #[arg(
+        long = "sensitivity-samples",
+        value_name = "N",
+        default_value_t = kiln_quant::DEFAULT_SENSITIVITY_SAMPLES,
+        requires = "fallback_sensitivity"
+    )]
+    pub sensitivity_samples: usize,
     /// Correct each quantized conv/gemm bias by the mean output error per channel measured
     /// on the calibration samples.
     #[arg(long = "bias-correction")]
     pub bias_correction: bool,
+    /// Dynamic quantization, no calibration: MatMul/Gemm with constant weights get i8
+    /// weights (symmetric, per output column) and u8 activations whose scale and zero point
+    /// are computed from each input at run time (DynamicQuantizeLinear + MatMulInteger, as
+    /// onnxruntime's and PyTorch's quantize_dynamic). Everything else stays float.
+    #[arg(
+        long,
+        conflicts_with_all = ["calibration", "random_calibration", "fallback_sqnr",
+                              "fallback_sensitivity", "bias_correction", "preprocess"]
+    )]
+    pub dynamic: bool,
     /// How images become input tensors, e.g.
     /// "resize=224,224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225 layout=nchw"
     /// (keys: resize, mean, std, scale, layout, channels).
@@ -150,14 +174,54 @@ impl QuantArgs {
                 .filter(|s| !s.is_empty())
                 .collect(),
             fallback_sqnr: self.fallback_sqnr,
+            fallback_sensitivity: self.fallback_sensitivity,
+            sensitivity_samples: self.sensitivity_samples,
             bias_correction: self.bias_correction,
             ..QuantizeConfig::default()
         })
     }
 
+    /// `--dynamic`: the dynamically quantized graph (no calibration). Only matmul and gemm
+    /// can be; `--quantize-ops` narrows that further.
+    pub fn quantize_dynamic(
+        &self,
+        graph: &Graph,
+        model: &Path,
+    ) -> Result<kiln_quant::DynamicModel> {
+        let config = self.config()?;
+        let selects = |op: &str| matches!(op, "matmul" | "gemm") && config.selects(op);
+        kiln_quant::quantize_dynamic(graph, &config.scheme, &selects, &config.skip)
+            .with_context(|| format!("dynamically quantizing {}", model.display()))
+    }
+
+    /// The quantized graph `kiln run --quantize` executes: dynamic with `--dynamic`, else
+    /// calibrated static quantization's integer graph.
+    pub fn quantized_graph(&self, graph: &Graph, model: &Path) -> Result<Graph> {
+        if self.dynamic {
+            let m = self.quantize_dynamic(graph, model)?;
+            for w in &m.warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "dynamic quantization: {} matmul/gemm quantized, {} left in float",
+                m.quantized.len(),
+                m.float.len()
+            );
+            Ok(m.graph)
+        } else {
+            Ok(self.quantize(graph, model)?.graph)
+        }
+    }
+
     /// Calibrate and quantize `graph` (loaded from `model`), saying on stderr where the
     /// data comes from.
     pub fn quantize(&self, graph: &Graph, model: &Path) -> Result<QuantizedModel> {
+        if self.dynamic {
+            bail!(
+                "--dynamic is not available here: this command needs calibrated (static) \
+                 quantization"
+            );
+        }
         let config = self.config()?;
         let data = self.calibration_set(graph, model)?;
         eprintln!(
@@ -233,10 +297,56 @@ fn summarize_ops(graph: &Graph) -> OpSummary {
     s
 }
 
+/// `kiln quantize --dynamic`: no calibration, no accuracy report (there is no data to measure
+/// on); the summary lists what was quantized and what stayed float.
+fn quantize_dynamic(args: &QuantizeArgs, format: OutputFormat, graph: &Graph) -> Result<()> {
+    let model_path = &args.model.model;
+    if args.report || args.report_json.is_some() {
+        bail!("--report and --report-json need calibration data, which --dynamic does not use");
+    }
+    let start = Instant::now();
+    let model = args.quant.quantize_dynamic(graph, model_path)?;
+    let bytes = match format {
+        OutputFormat::Onnx => kiln_onnx::export(&model.graph)
+            .with_context(|| format!("exporting the quantized {} as ONNX", model_path.display()))?,
+        OutputFormat::Kir => kiln_ir::text::print_graph(&model.graph).into_bytes(),
+    };
+    std::fs::write(&args.output, bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    for w in &model.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "kiln quantize: {} → {} (dynamic: i8 weights per column, u8 activations quantized at \
+         run time, {:.1} s)",
+        model_path.display(),
+        args.output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    println!(
+        "  {} matmul/gemm quantized (DynamicQuantizeLinear + MatMulInteger), {} left in float",
+        model.quantized.len(),
+        model.float.len()
+    );
+    for (node, reason) in &model.float {
+        println!("  float: {node} ({reason})");
+    }
+    if model.quantized.is_empty() {
+        eprintln!(
+            "warning: nothing was quantized: --dynamic quantizes MatMul/Gemm with a constant \
+             2-D weight"
+        );
+    }
+    Ok(())
+}
+
 pub fn quantize(args: QuantizeArgs) -> Result<()> {
     let format = output_format(&args.output)?;
     let model_path = &args.model.model;
-    let graph = load_model(model_path, &args.model.input_shapes)?;
+    let graph = load_model(&args.model)?;
+    if args.quant.dynamic {
+        return quantize_dynamic(&args, format, &graph);
+    }
     let start = Instant::now();
     let model = args.quant.quantize(&graph, model_path)?;
     let elapsed = start.elapsed();
@@ -287,10 +397,16 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
         model.fallback.len()
     );
     for f in &model.fallback {
-        println!(
-            "  fallback (round {}): {} at {:.2} dB",
-            f.round, f.node, f.sqnr_db
-        );
+        match f.criterion {
+            kiln_quant::FallbackCriterion::Sensitivity => println!(
+                "  fallback (sensitivity): {} — outputs at {:.2} dB with it alone quantized",
+                f.node, f.sqnr_db
+            ),
+            kiln_quant::FallbackCriterion::Sqnr => println!(
+                "  fallback (round {}): {} at {:.2} dB",
+                f.round, f.node, f.sqnr_db
+            ),
+        }
     }
     for out in &model.report.outputs {
         println!(

@@ -124,7 +124,9 @@ fn quant_options_given(q: &QuantArgs) -> bool {
         || q.quantize_ops.is_some()
         || !q.skip.is_empty()
         || q.fallback_sqnr.is_some()
+        || q.fallback_sensitivity.is_some()
         || q.bias_correction
+        || q.dynamic
         || q.preprocess.is_some()
 }
 
@@ -132,13 +134,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !args.quantize && quant_options_given(&args.quant) {
         bail!("--calibration and the other quantization options need --quantize");
     }
-    let float_graph = load_model(&args.model.model, &args.model.input_shapes)?;
+    let float_graph = load_model(&args.model)?;
     let inputs = read_inputs(&float_graph, &args.inputs)?;
     let (graph, float_outputs) = if args.quantize {
-        let model = args.quant.quantize(&float_graph, &args.model.model)?;
+        let quantized = args
+            .quant
+            .quantized_graph(&float_graph, &args.model.model)?;
         let float_outputs = kiln_interp::run(&float_graph, &inputs)
             .with_context(|| format!("running the float {}", args.model.model.display()))?;
-        (model.graph, Some(float_outputs))
+        (quantized, Some(float_outputs))
     } else {
         (float_graph.clone(), None)
     };

@@ -15,7 +15,7 @@ use crate::clif::{counted_loop, mem, mem_aligned, scaled};
 use crate::fact::activate;
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;
-use crate::tensor_io::{f32_operand, f32_result, shape_name};
+use crate::tensor_io::{check_same_len, f32_operand, f32_result, shape_name};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -523,18 +523,7 @@ impl SoftmaxKernel {
     }
 
     pub fn run_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
-        if x.len() != self.len || out.len() != self.len {
-            return Err(CodegenError::BadBuffer {
-                kernel: self.name().to_string(),
-                what: format!(
-                    "{} → {} elements; expected {} → {}",
-                    x.len(),
-                    out.len(),
-                    self.len,
-                    self.len
-                ),
-            });
-        }
+        check_same_len(self.name(), x.len(), out.len(), self.len)?;
         // SAFETY: valid while `self.code` lives; the function reads and writes `len`
         // elements of `x` and `out` (offsets `(o·dim + k)·inner + i` below `len`), whose
         // lengths are checked above.

@@ -5,6 +5,11 @@
 //! per row. `beta · C` is evaluated at compile time: a C that broadcasts along the rows
 //! becomes the per-column bias, any other C a `[M, N]` addend read like Conv's residual.
 //! The epilogue is the interpreter's `alpha · (A·B) + beta·C`, then the activation.
+//!
+//! A `B` computed at run time (`compile_gemm_runtime_b`, `compile_matmul_runtime_b`) takes
+//! the same code: each call packs B (per batch entry of a batched MatMul, with numpy batch
+//! broadcasting) into the same layout first, then runs the micro-kernel on that entry's
+//! rows of A.
 
 use crate::fconv::{build_micro, micro_pack, micro_tables, vectors_for, Micro};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
@@ -16,9 +21,26 @@ use kiln_ir::{Activation, DType, GemmAttrs, Tensor, TensorType};
 /// `(packed, tables, a, addend, out)`.
 type GemmFn = unsafe extern "C" fn(*const u8, *const u8, *const f32, *const f32, *mut f32);
 
-/// A compiled f32 Gemm or MatMul with a constant right operand.
+/// What a kernel with a run-time `B` needs to pack it on every call.
+struct RuntimeB {
+    micro: Micro,
+    k: usize,
+    n: usize,
+    trans_b: bool,
+    bias: Vec<f32>,
+    b_len: usize,
+    /// Per batch entry, in output order: the element offsets of its A and B matrices.
+    batches: Vec<(usize, usize)>,
+    /// Elements of one entry's A and output.
+    a_matrix: usize,
+    out_matrix: usize,
+}
+
+/// A compiled f32 Gemm or MatMul with a constant right operand (or one read at run time).
 pub struct GemmKernel {
     a_len: usize,
+    /// `Some` when B is an operand of every call.
+    runtime_b: Option<RuntimeB>,
     out_shape: Vec<usize>,
     packed: AlignedBytes,
     tables: AlignedBytes,
@@ -40,7 +62,8 @@ struct Problem<'a> {
     n: usize,
     trans_a: bool,
     trans_b: bool,
-    b: &'a [f32],
+    /// `None`: B is read at run time (`b_len` elements, batch entries at `batches`).
+    b: Option<&'a [f32]>,
     alpha: f32,
     /// Per-column bias and the full addend (at most one is non-trivial).
     bias: Vec<f32>,
@@ -48,6 +71,8 @@ struct Problem<'a> {
     act: Option<&'a Activation>,
     a_len: usize,
     out_shape: Vec<usize>,
+    b_len: usize,
+    batches: Vec<(usize, usize)>,
 }
 
 impl GemmKernel {
@@ -60,9 +85,36 @@ impl GemmKernel {
         out_ty: &TensorType,
         options: &JitOptions,
     ) -> Result<GemmKernel, CodegenError> {
+        let b_values = f32_constant("gemm", b, "B")?;
+        Self::gemm(attrs, a_ty, b.shape(), Some(b_values), c, out_ty, options)
+    }
+
+    /// `Op::Gemm` whose `b` (of type `b_ty`) is read at run time
+    /// ([`GemmKernel::run_with_b_into`]); a present `c` is a constant.
+    pub fn compile_gemm_runtime_b(
+        attrs: &GemmAttrs,
+        a_ty: &TensorType,
+        b_ty: &TensorType,
+        c: Option<&Tensor>,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
+        require_f32("gemm", b_ty)?;
+        Self::gemm(attrs, a_ty, &b_ty.shape, None, c, out_ty, options)
+    }
+
+    fn gemm(
+        attrs: &GemmAttrs,
+        a_ty: &TensorType,
+        bsh: &[usize],
+        b: Option<&[f32]>,
+        c: Option<&Tensor>,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
         const OP: &str = "gemm";
         let invalid = |reason: String| CodegenError::InvalidOp { op: OP, reason };
-        let (ash, bsh) = (&a_ty.shape, b.shape());
+        let ash = &a_ty.shape;
         if ash.len() != 2 || bsh.len() != 2 {
             return Err(invalid(format!(
                 "gemm needs 2-D operands, got {ash:?} and {bsh:?}"
@@ -122,13 +174,15 @@ impl GemmKernel {
             n,
             trans_a: attrs.trans_a,
             trans_b: attrs.trans_b,
-            b: f32_constant(OP, b, "B")?,
+            b,
             alpha: attrs.alpha,
             bias,
             addend,
             act: attrs.act.as_ref(),
             a_len: m * k,
             out_shape: vec![m, n],
+            b_len: k * n,
+            batches: vec![(0, 0)],
         };
         Self::build(problem, a_ty, out_ty, options)
     }
@@ -166,13 +220,103 @@ impl GemmKernel {
             n: bsh[1],
             trans_a: false,
             trans_b: false,
-            b: f32_constant(OP, b, "b")?,
+            b: Some(f32_constant(OP, b, "b")?),
             alpha: 1.0,
             bias: vec![0.0; bsh[1]],
             addend: None,
             act: None,
             a_len: m * k,
             out_shape,
+            b_len: k * bsh[1],
+            batches: vec![(0, 0)],
+        };
+        Self::build(problem, a_ty, out_ty, options)
+    }
+
+    /// `Op::MatMul` of `a` (`[.., M, K]`) by `b` (`[.., K, N]`) read at run time
+    /// ([`GemmKernel::run_with_b_into`]), both of rank ≥ 2, their batch dims broadcast
+    /// (numpy).
+    pub fn compile_matmul_runtime_b(
+        a_ty: &TensorType,
+        b_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<GemmKernel, CodegenError> {
+        const OP: &str = "matmul";
+        require_f32(OP, b_ty)?;
+        let (ash, bsh) = (&a_ty.shape, &b_ty.shape);
+        if ash.len() < 2 || bsh.len() < 2 {
+            return Err(CodegenError::Unsupported {
+                op: OP,
+                reason: format!("a {ash:?} × b {bsh:?} (operands of rank ≥ 2 only)"),
+            });
+        }
+        let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+        let (kb, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+        let invalid = |reason: String| CodegenError::InvalidOp { op: OP, reason };
+        if kb != k {
+            return Err(invalid(format!(
+                "inner dimensions differ: {ash:?} × {bsh:?}"
+            )));
+        }
+        let (a_batch, b_batch) = (&ash[..ash.len() - 2], &bsh[..bsh.len() - 2]);
+        let rank = a_batch.len().max(b_batch.len());
+        let padded = |s: &[usize]| -> Vec<usize> {
+            std::iter::repeat_n(1, rank - s.len())
+                .chain(s.iter().copied())
+                .collect()
+        };
+        let (pa, pb) = (padded(a_batch), padded(b_batch));
+        let mut batch = Vec::with_capacity(rank);
+        for d in 0..rank {
+            batch.push(match (pa[d], pb[d]) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => {
+                    return Err(invalid(format!(
+                        "batch dims of {ash:?} and {bsh:?} do not broadcast"
+                    )))
+                }
+            });
+        }
+        // element strides of each operand's matrices along the batch dims (0: broadcast)
+        let strides = |p: &[usize], matrix: usize| -> Vec<usize> {
+            let mut out = vec![0; rank];
+            let mut step = matrix;
+            for d in (0..rank).rev() {
+                out[d] = if p[d] == 1 { 0 } else { step };
+                step *= p[d];
+            }
+            out
+        };
+        let (sa, sb) = (strides(&pa, m * k), strides(&pb, k * n));
+        let mut batches = vec![(0usize, 0usize)];
+        for d in 0..rank {
+            let (extent, da, db) = (batch[d], sa[d], sb[d]);
+            batches = batches
+                .iter()
+                .flat_map(|&(a, b)| (0..extent).map(move |i| (a + i * da, b + i * db)))
+                .collect();
+        }
+        let mut out_shape = batch;
+        out_shape.extend([m, n]);
+        let problem = Problem {
+            op: OP,
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+            b: None,
+            alpha: 1.0,
+            bias: vec![0.0; n],
+            addend: None,
+            act: None,
+            a_len: a_ty.numel(),
+            out_shape,
+            b_len: b_ty.numel(),
+            batches,
         };
         Self::build(problem, a_ty, out_ty, options)
     }
@@ -219,18 +363,10 @@ impl GemmKernel {
             residual: p.addend.is_some(),
         };
         let (m, k, n) = (p.m, p.k, p.n);
-        let b = p.b;
-        let packed = micro_pack(
-            &micro,
-            |_, c, kk| {
-                if p.trans_b {
-                    b[c * k + kk]
-                } else {
-                    b[kk * n + c]
-                }
-            },
-            |c| p.bias[c],
-        );
+        let packed = match p.b {
+            Some(b) => pack_b(&micro, b, k, n, p.trans_b, &p.bias),
+            None => Vec::new(),
+        };
         let rows: Vec<(u32, u32)> = (0..m)
             .map(|i| {
                 let input = if p.trans_a { i } else { i * k };
@@ -248,13 +384,25 @@ impl GemmKernel {
         // SAFETY: `build_micro` builds five pointer parameters and no results — `GemmFn`;
         // the kernel owns `jit`, so the code outlives every call.
         let function: GemmFn = unsafe { jit.compile_as(&name, func)? };
+        let runtime_b = p.b.is_none().then(|| RuntimeB {
+            micro,
+            k,
+            n,
+            trans_b: p.trans_b,
+            bias: p.bias.clone(),
+            b_len: p.b_len,
+            a_matrix: m * k,
+            out_matrix: m * n,
+            batches: p.batches.clone(),
+        });
         Ok(GemmKernel {
             a_len: p.a_len,
+            runtime_b,
             out_shape: p.out_shape,
             packed: AlignedBytes::from_bytes(&packed),
             tables: AlignedBytes::from_bytes(&tables),
             addend: p.addend,
-            macs: (m * k * n) as u64,
+            macs: (m * k * n * p.batches.len()) as u64,
             function,
             code: KernelCode::new(jit, name),
         })
@@ -264,8 +412,75 @@ impl GemmKernel {
         self.macs
     }
 
+    /// Whether B is an operand of every call ([`GemmKernel::run_with_b_into`]).
+    pub fn has_runtime_b(&self) -> bool {
+        self.runtime_b.is_some()
+    }
+
+    /// A kernel compiled with a run-time B: pack `b` for each batch entry, then run the
+    /// entry's rows.
+    pub fn run_with_b_into(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), CodegenError> {
+        let out_len: usize = self.out_shape.iter().product();
+        let Some(rb) = &self.runtime_b else {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: "B was packed at compile time: call run_into".to_string(),
+            });
+        };
+        if a.len() != self.a_len || b.len() != rb.b_len || out.len() != out_len {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: format!(
+                    "A of {}, B of {} → {} elements; expected {}, {} → {out_len}",
+                    a.len(),
+                    b.len(),
+                    out.len(),
+                    self.a_len,
+                    rb.b_len
+                ),
+            });
+        }
+        for (entry, &(a_off, b_off)) in rb.batches.iter().enumerate() {
+            let b_matrix = &b[b_off..b_off + rb.k * rb.n];
+            let packed = AlignedBytes::from_bytes(&pack_b(
+                &rb.micro, b_matrix, rb.k, rb.n, rb.trans_b, &rb.bias,
+            ));
+            let a_matrix = &a[a_off..a_off + rb.a_matrix];
+            let out_matrix = &mut out[entry * rb.out_matrix..(entry + 1) * rb.out_matrix];
+            let addend = self
+                .addend
+                .as_deref()
+                .map_or(out_matrix.as_ptr(), <[f32]>::as_ptr);
+            // SAFETY: as in `run_into`, for one batch entry: the packed B of this entry in
+            // the compiled layout, the tables, the entry's `M·K` elements of A (a slice of
+            // that length), the `[M, N]` addend only when the kernel has one, and the
+            // entry's `M·N` outputs (a slice of that length).
+            unsafe {
+                (self.function)(
+                    packed.as_slice().as_ptr(),
+                    self.tables.as_slice().as_ptr(),
+                    a_matrix.as_ptr(),
+                    addend,
+                    out_matrix.as_mut_ptr(),
+                )
+            };
+        }
+        Ok(())
+    }
+
     pub fn run_into(&self, a: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
         let out_len: usize = self.out_shape.iter().product();
+        if self.runtime_b.is_some() {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: "B is read at run time: call run_with_b_into".to_string(),
+            });
+        }
         if a.len() != self.a_len || out.len() != out_len {
             return Err(CodegenError::BadBuffer {
                 kernel: self.name().to_string(),
@@ -300,4 +515,37 @@ impl GemmKernel {
         self.run_into(av, &mut out)?;
         f32_result(self.name(), &self.out_shape, out)
     }
+
+    pub fn run_with_b(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, CodegenError> {
+        let av = f32_operand(self.name(), a, None)?;
+        let bv = f32_operand(self.name(), b, None)?;
+        let mut out = vec![0f32; self.out_shape.iter().product()];
+        self.run_with_b_into(av, bv, &mut out)?;
+        f32_result(self.name(), &self.out_shape, out)
+    }
+}
+
+/// B (`[K, N]`, or `[N, K]` when `trans_b`) in the micro-kernel's layout, with `bias`.
+fn pack_b(micro: &Micro, b: &[f32], k: usize, n: usize, trans_b: bool, bias: &[f32]) -> Vec<u8> {
+    micro_pack(
+        micro,
+        |_, c, kk| {
+            if trans_b {
+                b[c * k + kk]
+            } else {
+                b[kk * n + c]
+            }
+        },
+        |c| bias[c],
+    )
+}
+
+fn require_f32(op: &'static str, ty: &TensorType) -> Result<(), CodegenError> {
+    if ty.dtype == DType::F32 {
+        return Ok(());
+    }
+    Err(CodegenError::Unsupported {
+        op,
+        reason: format!("B is {ty}, expected f32"),
+    })
 }

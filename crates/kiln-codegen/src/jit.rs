@@ -384,6 +384,13 @@ mod tests {
         shareable::<crate::PoolKernel>();
         shareable::<crate::ConcatKernel>();
         shareable::<crate::ResizeKernel>();
+        shareable::<crate::LrnKernel>();
+        shareable::<crate::MoveKernel>();
+        shareable::<crate::SumKernel>();
+        shareable::<crate::ReduceMeanKernel>();
+        shareable::<crate::CastKernel>();
+        shareable::<crate::DynamicQuantizeKernel>();
+        shareable::<crate::MatMulIntegerKernel>();
     }
 
     #[test]

@@ -14,12 +14,19 @@
 //! - f32: [`fconv`] ([`FConvKernel`], Conv with fused bias, residual and activation, an
 //!   `MR × NR` F32X4 micro-kernel); [`fconv_transpose`] ([`FConvTransposeKernel`],
 //!   ConvTranspose as one implicit GEMM per output phase on that micro-kernel); [`fgemm`]
-//!   ([`GemmKernel`], Gemm / MatMul with a constant B, same micro-kernel); [`felem`]
+//!   ([`GemmKernel`], Gemm / MatMul with a constant or run-time B, same micro-kernel); [`felem`]
 //!   ([`ActivationKernel`], [`BinaryKernel`] with broadcasting, [`BatchNormKernel`],
 //!   [`SoftmaxKernel`]); [`fpool`] ([`PoolKernel`], Max/AveragePool and global pools);
+//!   [`flrn`] ([`LrnKernel`], LRN across channels); [`freduce`] ([`SumKernel`], n-ary
+//!   broadcasting Sum as a chain of adds; [`ReduceMeanKernel`], ReduceMean over any axes);
+//! - conversions: [`cast`] ([`CastKernel`], Cast between f32, i8, u8, i32, i64 and bool);
+//!   [`dynamic_quantize`] ([`DynamicQuantizeKernel`], DynamicQuantizeLinear: u8 parameters
+//!   from the input's range at run time); [`imatmul`] ([`MatMulIntegerKernel`],
+//!   MatMulInteger with a constant `b` and a run-time zero point of `a`, i32 out);
 //! - any dtype: [`concat`](mod@concat) ([`ConcatKernel`], a byte copy); [`resize`] ([`ResizeKernel`]:
 //!   nearest as a gather of any dtype, linear / cubic on f32 in the interpreter's f64
-//!   arithmetic);
+//!   arithmetic); [`movement`] ([`MoveKernel`]: Transpose, Slice, Split, Pad, Gather with
+//!   constant indices, as one gather by a per-axis offset plan);
 //! - [`probe`]: the host's clock and peak `pmaddwd`/`vpdpbusd` rates, to report kernels'
 //!   efficiency.
 //!
@@ -54,24 +61,37 @@
 //! | [`MaxPoolKernel`] | `max_pool`, `global_max_pool` (int8) | `compile(&PoolAttrs, x_ty, &JitOptions)`, `compile_global(x_ty, ..)` | `run_into(x, out, &mut MaxPoolScratch)` |
 //! | [`FConvKernel`] | `conv` | `compile(&FConvNode, &JitOptions)` | `run_into(x, residual, out, &mut FConvScratch)` |
 //! | [`FConvTransposeKernel`] | `conv_transpose` | `compile(&FConvTransposeNode, &JitOptions)` | `run_into(x, out, &mut FConvTransposeScratch)` |
-//! | [`GemmKernel`] | `gemm`, `matmul` (constant B) | `compile_gemm(&GemmAttrs, a_ty, b, c, out_ty, ..)`, `compile_matmul(a_ty, b, out_ty, ..)` | `run_into(a, out)` |
+//! | [`GemmKernel`] | `gemm`, `matmul` | constant B: `compile_gemm(&GemmAttrs, a_ty, b, c, out_ty, ..)`, `compile_matmul(a_ty, b, out_ty, ..)`; run-time B: `compile_gemm_runtime_b(.., b_ty, ..)`, `compile_matmul_runtime_b(a_ty, b_ty, out_ty, ..)` | `run_into(a, out)`; run-time B: `run_with_b_into(a, b, out)` |
 //! | [`ActivationKernel`] | `relu`, `clip`, `leaky_relu`, `sigmoid`, `tanh`, `hard_sigmoid`, `hard_swish` | `compile(&Activation, x_ty, ..)` | `run_into(x, out)` |
 //! | [`BinaryKernel`] | `add`, `sub`, `mul`, `div` | `compile(BinaryOp, a_ty, b_ty, out_ty, ..)` | `run_into(a, b, out)` |
 //! | [`BatchNormKernel`] | `batch_norm` (constant parameters) | `compile(x_ty, [scale, bias, mean, var], epsilon, ..)` | `run_into(x, out)` |
 //! | [`SoftmaxKernel`] | `softmax` | `compile(axis, legacy, x_ty, ..)` | `run_into(x, out)` |
 //! | [`PoolKernel`] | `max_pool`, `average_pool`, global pools (f32) | `compile(PoolKind, &PoolAttrs, x_ty, ..)`, `compile_global(PoolKind, x_ty, ..)` | `run_into(x, out, &mut PoolScratch)` |
 //! | [`ConcatKernel`] | `concat` | `compile(axis, &[x_ty..], out_ty, ..)` | `run_into(&[bytes..], out)` |
+//! | [`LrnKernel`] | `lrn` | `compile(size, alpha, beta, bias, x_ty, ..)` | `run_into(x, out)` |
+//! | [`MoveKernel`] | `transpose`, `slice`, `split`, `pad`, `gather` (constant indices) | `compile_transpose(perm, x_ty, out_ty, ..)`, `compile_slice`, `compile_split` (one kernel per output), `compile_pad`, `compile_gather` | `run_into(x: &[u8], out)` (bytes of any dtype) |
+//! | [`SumKernel`] | `sum` (f32) | `compile(&[x_ty..], out_ty, ..)` | `run_into(&[x..], out, &mut SumScratch)` |
+//! | [`ReduceMeanKernel`] | `reduce_mean` (f32) | `compile(axes, keepdims, x_ty, out_ty, ..)` | `run_into(x, out)` |
+//! | [`CastKernel`] | `cast` (no f16) | `compile(x_ty, out_ty, ..)` | `run_into(x: &[u8], out)` (bytes of both dtypes) |
+//! | [`DynamicQuantizeKernel`] | `dynamic_quantize` | `compile(x_ty, ..)` | `run_into(x, y: &mut [u8]) -> (scale, zero_point)` |
+//! | [`MatMulIntegerKernel`] | `matmul_integer` (constant b) | `compile(a_ty, a_zp_ty, b, b_zp, out_ty, ..)` | `run_into(a: &[u8], a_zp: Option<&[u8]>, out: &mut [i32])` |
 //! | [`ResizeKernel`] | `resize` | `compile(&ResizeAttrs, x_ty, out_ty, ..)` | `run_into(x: &[u8], out, &mut ResizeScratch)` (bytes of any dtype) |
 
+pub mod cast;
 pub mod concat;
+pub mod dynamic_quantize;
 pub mod error;
 pub mod fconv;
 pub mod fconv_transpose;
 pub mod felem;
 pub mod fgemm;
+pub mod flrn;
 pub mod fpool;
+pub mod freduce;
+pub mod imatmul;
 pub mod jit;
 pub mod maxpool;
+pub mod movement;
 pub mod probe;
 pub mod qconv;
 pub mod qmatmul;
@@ -85,15 +105,21 @@ mod pool_window;
 mod spatial;
 mod tensor_io;
 
+pub use cast::CastKernel;
 pub use concat::ConcatKernel;
+pub use dynamic_quantize::DynamicQuantizeKernel;
 pub use error::CodegenError;
 pub use fconv::{FConvKernel, FConvNode, FConvScratch};
 pub use fconv_transpose::{FConvTransposeKernel, FConvTransposeNode, FConvTransposeScratch};
 pub use felem::{ActivationKernel, BatchNormKernel, BinaryKernel, SoftmaxKernel};
 pub use fgemm::GemmKernel;
+pub use flrn::LrnKernel;
 pub use fpool::{PoolKernel, PoolKind, PoolScratch};
+pub use freduce::{ReduceMeanKernel, SumKernel, SumScratch};
+pub use imatmul::MatMulIntegerKernel;
 pub use jit::{IsaFeatures, Jit, JitOptions, KernelCode};
 pub use maxpool::{MaxPoolKernel, MaxPoolScratch};
+pub use movement::MoveKernel;
 pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning};
 pub use qmatmul::{QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning};
 pub use quantize::{DequantizeKernel, QuantizeKernel, QuantizedInt};

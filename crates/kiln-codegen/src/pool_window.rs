@@ -10,10 +10,11 @@
 use crate::clif::{at, counted_loop, mem, mem_aligned, scaled};
 use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;
-use crate::spatial::{check_window, widen, SP};
+use crate::spatial::{widen, SP};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
+use kiln_ir::window::pool_output_extents;
 use kiln_ir::{PoolAttrs, TensorType};
 
 /// A validated pool, spatial dims padded to [`SP`].
@@ -54,46 +55,17 @@ impl PoolGeometry {
         x: &[usize],
         attrs: &PoolAttrs,
     ) -> Result<PoolGeometry, CodegenError> {
-        let invalid = |reason: String| CodegenError::InvalidOp { op, reason };
-        check_window(
-            op,
-            &attrs.kernel,
-            &attrs.strides,
-            &attrs.pads,
-            &attrs.dilations,
-        )?;
-        let nsp = attrs.kernel.len();
-        if x.len() != nsp + 2 || attrs.kernel.contains(&0) {
-            return Err(invalid(format!(
-                "input {x:?} with kernel {:?}: a positive kernel over the input's spatial dims",
-                attrs.kernel
-            )));
-        }
-        let mut out = vec![0; nsp];
-        let mut extent = vec![0; nsp];
-        for d in 0..nsp {
-            let (pb, pe) = (attrs.pads[d], attrs.pads[nsp + d]);
-            let span = attrs.dilations[d] * (attrs.kernel[d] - 1) + 1;
-            let padded = x[2 + d] + pb + pe;
-            if padded < span {
-                return Err(invalid(format!(
-                    "kernel {:?} does not fit the padded input {x:?}",
-                    attrs.kernel
-                )));
-            }
-            let s = attrs.strides[d];
-            let mut o = if attrs.ceil_mode {
-                (padded - span).div_ceil(s) + 1
-            } else {
-                (padded - span) / s + 1
-            };
-            // the last window must start inside the input or its leading padding
-            if attrs.ceil_mode && (o - 1) * s >= x[2 + d] + pb {
-                o -= 1;
-            }
-            out[d] = o;
-            extent[d] = padded.max((o - 1) * s + span);
-        }
+        let out = pool_output_extents(x, attrs)
+            .map_err(|reason| CodegenError::InvalidOp { op, reason })?;
+        let nsp = out.len();
+        // scratch extents: the padded input, grown to cover the last ceil_mode window
+        let extent: Vec<usize> = (0..nsp)
+            .map(|d| {
+                let padded = x[2 + d] + attrs.pads[d] + attrs.pads[nsp + d];
+                let span = attrs.dilations[d] * (attrs.kernel[d] - 1) + 1;
+                padded.max((out[d] - 1) * attrs.strides[d] + span)
+            })
+            .collect();
         let mut out_shape = x[..2].to_vec();
         out_shape.extend_from_slice(&out);
         Ok(PoolGeometry {

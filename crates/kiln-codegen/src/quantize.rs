@@ -342,6 +342,45 @@ impl QuantizeKernel {
         Ok(())
     }
 
+    /// [`QuantizeKernel::run_into`] of a per-tensor u8 kernel with the parameters `scale`
+    /// and `zero_point` given at run time in place of the compiled ones (dynamic
+    /// quantization); the same code, so the same results as a kernel compiled with them.
+    pub(crate) fn run_u8_with_params(
+        &self,
+        x: &[f32],
+        out: &mut [u8],
+        scale: f32,
+        zero_point: i32,
+    ) -> Result<(), CodegenError> {
+        if self.plan.n != 1 || self.plan.int_dtype != DType::U8 {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: "run-time parameters need a per-tensor u8 kernel".to_string(),
+            });
+        }
+        let plan = Plan {
+            scales: vec![scale],
+            zero_points: vec![zero_point],
+            ..self.plan.clone()
+        };
+        let numel = plan.numel();
+        if x.len() != numel || out.len() != numel {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: format!(
+                    "{} f32 → {} u8, expected {numel} → {numel}",
+                    x.len(),
+                    out.len()
+                ),
+            });
+        }
+        let params = plan.params(true);
+        // SAFETY: as in `run_into`: `numel` f32s of `x`, the 16-byte table of one
+        // parameter set (`n == 1`, checked) and `numel` bytes of `out`, lengths checked.
+        unsafe { (self.function)(x.as_ptr().cast::<u8>(), params.as_ptr(), out.as_mut_ptr()) };
+        Ok(())
+    }
+
     /// Quantize a tensor (allocates the output).
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let bad = |what: String| CodegenError::BadBuffer {

@@ -23,6 +23,22 @@ pub(crate) fn bad_buffer(kernel: &str, what: String) -> CodegenError {
     }
 }
 
+/// An elementwise-shaped call: `x` and `out` must both hold `len` elements.
+pub(crate) fn check_same_len(
+    kernel: &str,
+    x: usize,
+    out: usize,
+    len: usize,
+) -> Result<(), CodegenError> {
+    if x == len && out == len {
+        return Ok(());
+    }
+    Err(bad_buffer(
+        kernel,
+        format!("{x} → {out} elements; expected {len} → {len}"),
+    ))
+}
+
 /// The values of a constant operand (`what`: "the weight", "C", …) of an f32 `op`.
 pub(crate) fn f32_constant<'t>(
     op: &'static str,

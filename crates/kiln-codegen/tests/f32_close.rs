@@ -341,6 +341,44 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
         let got = kernel.run(&a).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
         assert_close(&got, &want)?;
+        // the same Gemm with B read at run time
+        let kernel = GemmKernel::compile_gemm_runtime_b(&attrs, &a_ty, &b_ty, c.as_ref(), &out_ty, &JitOptions::default())
+            .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+        let got = kernel.run_with_b(&a, &b).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+        assert_close(&got, &want)?;
+    }
+
+    /// MatMul with B read at run time: batch dims of either operand, broadcast (numpy).
+    #[test]
+    fn matmul_runtime_b_f32_jit_is_close_to_interpreter(
+        batch in prop::collection::vec(1usize..=3, 0..=2),
+        a_keep in prop::collection::vec(any::<bool>(), 2),
+        b_keep in prop::collection::vec(any::<bool>(), 2),
+        (a_rank_cut, b_rank_cut) in (0usize..=2, 0usize..=2),
+        (m, k, n) in (1usize..=7, 1usize..=13, 1usize..=11),
+        seed in 1u64..u64::MAX,
+    ) {
+        let mut rng = Rng(seed);
+        // each operand: a suffix of the batch dims, each kept or 1
+        let lead = |keep: &[bool], cut: usize| -> Vec<usize> {
+            let from = cut.min(batch.len());
+            (from..batch.len()).map(|d| if keep[d] { batch[d] } else { 1 }).collect()
+        };
+        let mut a_shape = lead(&a_keep, a_rank_cut);
+        a_shape.extend([m, k]);
+        let mut b_shape = lead(&b_keep, b_rank_cut);
+        b_shape.extend([k, n]);
+        let a = rng.tensor(a_shape.clone(), 1.0);
+        let b = rng.tensor(b_shape.clone(), 1.0);
+        let (a_ty, b_ty) = (f32_type(a_shape), f32_type(b_shape));
+        let out_ty = kiln_ir::infer::infer_types(&Op::MatMul, &[&a_ty, &b_ty])
+            .map_err(TestCaseError::fail)?
+            .remove(0);
+        let want = interpret(&Op::MatMul, &[&a, &b], &[&a_ty, &b_ty], &out_ty)?;
+        let kernel = GemmKernel::compile_matmul_runtime_b(&a_ty, &b_ty, &out_ty, &JitOptions::default())
+            .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
+        let got = kernel.run_with_b(&a, &b).map_err(|e| TestCaseError::fail(format!("run: {e}")))?;
+        assert_close(&got, &want)?;
     }
 
     #[test]

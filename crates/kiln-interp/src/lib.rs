@@ -448,6 +448,10 @@ fn dispatch(
             arity_range(inputs, 2, 4)?;
             one(quant::matmul_integer(inputs))
         }
+        Op::DynamicQuantize => {
+            arity(inputs, 1)?;
+            quant::dynamic_quantize(inputs[0])
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! and with `ceil_mode` a window that would start past the padded input is dropped.
 
 use crate::elem::{make_tensor, view, Elem};
+use kiln_ir::window::pool_output_extents;
 use kiln_ir::{DType, PoolAttrs, Tensor, TensorData};
 
 const SP: usize = 3;
@@ -31,47 +32,8 @@ fn widen(v: &[usize], fill: usize) -> [usize; SP] {
 
 impl PoolGeometry {
     fn new(x: &[usize], attrs: &PoolAttrs) -> Result<PoolGeometry, String> {
-        let nsp = attrs.kernel.len();
-        if !(1..=SP).contains(&nsp) || x.len() != nsp + 2 {
-            return Err(format!(
-                "input {x:?} with kernel {:?}: 1 to 3 spatial dims",
-                attrs.kernel
-            ));
-        }
-        if attrs.strides.len() != nsp || attrs.dilations.len() != nsp || attrs.pads.len() != 2 * nsp
-        {
-            return Err(format!(
-                "attribute lengths strides {:?}, pads {:?}, dilations {:?} do not fit kernel {:?}",
-                attrs.strides, attrs.pads, attrs.dilations, attrs.kernel
-            ));
-        }
-        if attrs.kernel.contains(&0) || attrs.strides.contains(&0) || attrs.dilations.contains(&0) {
-            return Err("kernel, strides and dilations must be positive".to_string());
-        }
-        let mut out = vec![0; nsp];
-        for d in 0..nsp {
-            let (pb, pe) = (attrs.pads[d], attrs.pads[nsp + d]);
-            let span = attrs.dilations[d] * (attrs.kernel[d] - 1) + 1;
-            let padded = x[2 + d] + pb + pe;
-            if padded < span {
-                return Err(format!(
-                    "kernel {:?} does not fit the padded input {x:?}",
-                    attrs.kernel
-                ));
-            }
-            let s = attrs.strides[d];
-            let mut o = if attrs.ceil_mode {
-                (padded - span).div_ceil(s) + 1
-            } else {
-                (padded - span) / s + 1
-            };
-            // onnxruntime (like PyTorch): the last window must start inside the input or
-            // its leading padding, so ceil_mode never adds a window of pure end padding.
-            if attrs.ceil_mode && (o - 1) * s >= x[2 + d] + pb {
-                o -= 1;
-            }
-            out[d] = o;
-        }
+        let out = pool_output_extents(x, attrs)?;
+        let nsp = out.len();
         let mut out_shape = x[..2].to_vec();
         out_shape.extend_from_slice(&out);
         Ok(PoolGeometry {

@@ -7,7 +7,9 @@
 //!   [`requantize`]: `acc` (as f32) `· ((s_x · s_w) / s_y)` (the multiplier computed in
 //!   f32 in that order), clamped to `[q_min − zp_y, q_max − zp_y]`, rounded half to even,
 //!   plus `zp_y`; a fused Relu/Clip is a clamp in the quantized domain;
-//! - conv_integer / matmul_integer: the i32 accumulator alone.
+//! - conv_integer / matmul_integer: the i32 accumulator alone;
+//! - dynamic_quantize: onnxruntime's DynamicQuantizeLinear — u8 parameters from the
+//!   tensor's own range (zero included), then quantize as above.
 //!
 //! Padding a quantized input reads its zero point: the code subtracts zero points first and
 //! pads the differences with 0, which is the same thing.
@@ -385,6 +387,32 @@ pub(crate) fn conv_integer(inputs: &[&Tensor], attrs: &ConvAttrs) -> Result<Tens
     make_tensor(g.output_shape(), conv_accumulate(&xc, &wc, &g))
 }
 
+/// ONNX DynamicQuantizeLinear as onnxruntime computes it (`GetQuantizationParameter`):
+/// `min = min(min x, 0)`, `max = max(max x, 0)` (NaN skipped), `scale = (max − min) / 255`
+/// in f32 (1 when `max = min`, i.e. x is all zeros), `zp = round_half_even(clamp(0 − min /
+/// scale, 0, 255))`, then `y = quantize(x)` with those parameters. Returns y (u8, no static
+/// parameters), the scale (f32 scalar) and the zero point (u8 scalar).
+pub(crate) fn dynamic_quantize(x: &Tensor) -> Result<Vec<Tensor>, String> {
+    let values = x
+        .as_f32()
+        .ok_or_else(|| format!("input must be f32, got {}", x.dtype()))?;
+    let (mut lo, mut hi) = (0.0f32, 0.0f32);
+    for &v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let scale = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
+    let zero_point = (0.0 - lo / scale).clamp(0.0, 255.0).round_ties_even();
+    let ty = TensorType::new(DType::U8, x.shape().to_vec())
+        .with_quant(Quant::per_tensor(scale, zero_point as i32));
+    let y = quantize(x, &ty)?;
+    Ok(vec![
+        y,
+        Tensor::from_f32(vec![], vec![scale]).map_err(|e| e.to_string())?,
+        Tensor::new(vec![], TensorData::U8(vec![zero_point as u8])).map_err(|e| e.to_string())?,
+    ])
+}
+
 /// ONNX MatMulInteger: `Σ (a − a_zp[row])(b − b_zp[col])` in i32.
 pub(crate) fn matmul_integer(inputs: &[&Tensor]) -> Result<Tensor, String> {
     let (a, b) = (inputs[0], inputs[1]);
@@ -405,6 +433,30 @@ mod tests {
 
     fn qtype(dtype: DType, shape: &[usize], scale: f32, zp: i32) -> TensorType {
         TensorType::new(dtype, shape.to_vec()).with_quant(Quant::per_tensor(scale, zp))
+    }
+
+    #[test]
+    fn dynamic_quantize_by_hand() {
+        // onnxruntime 1.31's DynamicQuantizeLinear gives y = [0, 127, 255], scale 0.01176471,
+        // zero point 85 for x = [−1, 0.5, 2]: range [−1, 2], scale f32(3/255) (a hair above
+        // 3/255), zero point round(84.99999…) = 85; 0.5/scale = 42.4999… rounds to 42, not to
+        // the tie 42.5 exact arithmetic would give.
+        let x = Tensor::from_f32(vec![3], vec![-1.0, 0.5, 2.0]).unwrap();
+        let out = dynamic_quantize(&x).unwrap();
+        assert_eq!(out[0].data(), &TensorData::U8(vec![0, 127, 255]));
+        assert_eq!(out[1].as_f32().unwrap(), &[3.0f32 / 255.0]);
+        assert_eq!(out[2].data(), &TensorData::U8(vec![85]));
+        // all positive: the range is widened to include 0, zero point 0 (onnxruntime:
+        // [100, 255], scale 0.01, zero point 0)
+        let x = Tensor::from_f32(vec![2], vec![1.0, 2.55]).unwrap();
+        let out = dynamic_quantize(&x).unwrap();
+        assert_eq!(out[0].data(), &TensorData::U8(vec![100, 255]));
+        assert_eq!(out[2].data(), &TensorData::U8(vec![0]));
+        // all zeros: scale 1, zero point 0 (onnxruntime's max == min case; same output)
+        let x = Tensor::from_f32(vec![2], vec![0.0, 0.0]).unwrap();
+        let out = dynamic_quantize(&x).unwrap();
+        assert_eq!(out[0].data(), &TensorData::U8(vec![0, 0]));
+        assert_eq!(out[1].as_f32().unwrap(), &[1.0f32]);
     }
 
     #[test]

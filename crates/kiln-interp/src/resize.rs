@@ -11,201 +11,9 @@
 
 use crate::elem::{dispatch_dtype, make_tensor, view};
 use crate::movement::gather_mapped;
+use kiln_ir::resize_math::{axis_taps, is_identity_axis, nearest_maps, roi, Taps};
 use kiln_ir::tensor::strides_of;
-use kiln_ir::{CoordTransform, NearestMode, ResizeAttrs, ResizeMode, Tensor, TensorType};
-
-/// The input coordinate (in f32, onnxruntime's formulas) that output index `x` of an axis
-/// maps to.
-fn original_coordinate(
-    coord: CoordTransform,
-    x: usize,
-    scale: f32,
-    in_len: usize,
-    out_len: usize,
-    roi: (f32, f32),
-) -> f32 {
-    let x = x as f32;
-    let (in_f, out_f) = (in_len as f32, out_len as f32);
-    match coord {
-        CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordTransform::HalfPixelSymmetric => {
-            let output_width = scale * in_f;
-            let adjustment = out_f / output_width;
-            let center = in_f / 2.0;
-            let offset = center * (1.0 - adjustment);
-            // onnxruntime writes `+ 0.5` with a double literal here: the last step runs in
-            // f64 and is rounded once (it decides nearest-pixel ties, e.g. 5 → 3 columns)
-            (offset as f64 + (x as f64 + 0.5) / scale as f64 - 0.5) as f32
-        }
-        CoordTransform::PytorchHalfPixel => {
-            if out_len > 1 {
-                (x + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-        CoordTransform::AlignCorners => {
-            if out_len == 1 {
-                0.0
-            } else {
-                x * (in_f - 1.0) / (out_f - 1.0)
-            }
-        }
-        CoordTransform::Asymmetric => x / scale,
-        CoordTransform::TfCropAndResize => {
-            let (start, end) = roi;
-            if out_len > 1 {
-                start * (in_f - 1.0) + (x * (end - start) * (in_f - 1.0)) / (out_f - 1.0)
-            } else {
-                0.5 * (start + end) * (in_f - 1.0)
-            }
-        }
-    }
-}
-
-/// Is an output coordinate outside the input, so that `tf_crop_and_resize` writes the
-/// extrapolation value?
-fn extrapolates(coord: CoordTransform, x_ori: f32, in_len: usize) -> bool {
-    coord == CoordTransform::TfCropAndResize && (x_ori < 0.0 || x_ori > in_len as f32 - 1.0)
-}
-
-/// Nearest input index of a mapped coordinate, clamped into the axis.
-fn nearest_index(mode: NearestMode, x_ori: f32, in_len: usize) -> usize {
-    let i = match mode {
-        // onnxruntime: ties (x.5) go down; everything else rounds to nearest
-        NearestMode::RoundPreferFloor => {
-            if x_ori == (x_ori as i64) as f32 + 0.5 {
-                x_ori.floor() as i64
-            } else {
-                x_ori.round() as i64
-            }
-        }
-        // `round` sends ties away from zero: up for the coordinates that survive clamping
-        NearestMode::RoundPreferCeil => x_ori.round() as i64,
-        NearestMode::Floor => x_ori.floor() as i64,
-        NearestMode::Ceil => x_ori.ceil() as i64,
-    };
-    i.clamp(0, in_len as i64 - 1) as usize
-}
-
-/// Interpolation coefficients for fractional position `ratio ∈ (0, 1]` (1 for an exact
-/// input pixel, which selects the left neighbour set) — op_resize.py's `_linear_coeffs`,
-/// `_cubic_coeffs` and their `_antialias` forms.
-fn coefficients(mode: ResizeMode, ratio: f64, scale: f64, a: f64, antialias: bool) -> Vec<f64> {
-    match (mode, antialias) {
-        (ResizeMode::Linear, false) => vec![1.0 - ratio, ratio],
-        (ResizeMode::Linear, true) => {
-            let scale = scale.min(1.0);
-            let start = (-1.0 / scale).floor() as i64 + 1;
-            let footprint = 2 - 2 * start;
-            let c: Vec<f64> = (start..start + footprint)
-                .map(|i| (1.0 - ((i as f64 - ratio) * scale).abs()).clamp(0.0, 1.0))
-                .collect();
-            normalized(c)
-        }
-        (ResizeMode::Cubic, false) => {
-            let (r1, q) = (ratio + 1.0, 1.0 - ratio);
-            let q1 = q + 1.0;
-            vec![
-                ((a * r1 - 5.0 * a) * r1 + 8.0 * a) * r1 - 4.0 * a,
-                ((a + 2.0) * ratio - (a + 3.0)) * ratio * ratio + 1.0,
-                ((a + 2.0) * q - (a + 3.0)) * q * q + 1.0,
-                ((a * q1 - 5.0 * a) * q1 + 8.0 * a) * q1 - 4.0 * a,
-            ]
-        }
-        (ResizeMode::Cubic, true) => {
-            let scale = scale.min(1.0);
-            let cubic = |x: f64| {
-                let x = x.abs();
-                let (x2, x3) = (x * x, x * x * x);
-                if x <= 1.0 {
-                    (a + 2.0) * x3 - (a + 3.0) * x2 + 1.0
-                } else if x < 2.0 {
-                    a * x3 - 5.0 * a * x2 + 8.0 * a * x - 4.0 * a
-                } else {
-                    0.0
-                }
-            };
-            let start = (-2.0 / scale).floor() as i64 + 1;
-            let end = 2 - start;
-            normalized(
-                (start..end)
-                    .map(|i| cubic(scale * (i as f64 - ratio)))
-                    .collect(),
-            )
-        }
-        (ResizeMode::Nearest, _) => unreachable!("nearest resize selects, it has no coefficients"),
-    }
-}
-
-fn normalized(c: Vec<f64>) -> Vec<f64> {
-    let sum: f64 = c.iter().sum();
-    c.into_iter().map(|v| v / sum).collect()
-}
-
-/// One output position of one axis: `(input index, weight)` taps, or extrapolation.
-enum Taps {
-    Weighted(Vec<(usize, f64)>),
-    Extrapolate,
-}
-
-/// Taps of every output index along one axis (linear / cubic).
-fn axis_taps(
-    attrs: &ResizeAttrs,
-    axis: usize,
-    in_len: usize,
-    out_len: usize,
-    roi: (f32, f32),
-) -> Vec<Taps> {
-    let scale = attrs.scales[axis];
-    (0..out_len)
-        .map(|x| {
-            let x_ori = original_coordinate(attrs.coord, x, scale, in_len, out_len, roi);
-            if extrapolates(attrs.coord, x_ori, in_len) {
-                return Taps::Extrapolate;
-            }
-            let x_ori = x_ori as f64;
-            let floor = x_ori.floor();
-            let ratio = if x_ori == floor { 1.0 } else { x_ori - floor };
-            let mut coeffs = coefficients(
-                attrs.mode,
-                ratio,
-                scale as f64,
-                attrs.cubic_coeff_a as f64,
-                attrs.antialias,
-            );
-            let n = coeffs.len() as i64;
-            debug_assert!(n % 2 == 0, "every resize kernel has an even footprint");
-            // op_resize.py `_get_neighbor`: the n indices nearest to x_ori, ties to the left;
-            // for an even footprint that is floor(x) - n/2 + 1 .. (or one lower at an exact
-            // integer, matching ratio = 1).
-            let first = if x_ori == floor {
-                floor as i64 - n / 2
-            } else {
-                floor as i64 - n / 2 + 1
-            };
-            let idx: Vec<i64> = (first..first + n).collect();
-            if attrs.exclude_outside {
-                for (c, &i) in coeffs.iter_mut().zip(&idx) {
-                    if i < 0 || i >= in_len as i64 {
-                        *c = 0.0;
-                    }
-                }
-                let sum: f64 = coeffs.iter().sum();
-                if sum != 0.0 {
-                    coeffs.iter_mut().for_each(|c| *c /= sum);
-                }
-            }
-            // outside taps read the edge pixel (op_resize.py pads in 'edge' mode)
-            Taps::Weighted(
-                idx.iter()
-                    .zip(coeffs)
-                    .map(|(&i, c)| (i.clamp(0, in_len as i64 - 1) as usize, c))
-                    .collect(),
-            )
-        })
-        .collect()
-}
+use kiln_ir::{CoordTransform, ResizeAttrs, ResizeMode, Tensor, TensorType};
 
 /// Interpolate `src` (shape `shape`) along `axis` to `out_len` positions.
 fn interpolate_axis(
@@ -266,44 +74,12 @@ pub(crate) fn resize(x: &Tensor, ty: &TensorType, attrs: &ResizeAttrs) -> Result
             attrs.sizes
         ));
     }
-    let roi = |d: usize| {
-        if crop {
-            (attrs.roi[d], attrs.roi[rank + d])
-        } else {
-            (0.0, 1.0)
-        }
-    };
-    // An axis with scale 1, unchanged length and the full roi maps every index to itself.
-    let identity =
-        |d: usize| attrs.scales[d] == 1.0 && attrs.sizes[d] == x.shape()[d] && roi(d) == (0.0, 1.0);
-
     if attrs.mode == ResizeMode::Nearest {
         if attrs.antialias {
             return Err("antialias is not defined for nearest resize".to_string());
         }
         // Pure selection: any dtype, quantized values included.
-        let maps: Vec<Vec<Option<usize>>> = (0..rank)
-            .map(|d| {
-                let (in_len, out_len) = (x.shape()[d], attrs.sizes[d]);
-                (0..out_len)
-                    .map(|o| {
-                        if identity(d) {
-                            return Some(o);
-                        }
-                        let x_ori = original_coordinate(
-                            attrs.coord,
-                            o,
-                            attrs.scales[d],
-                            in_len,
-                            out_len,
-                            roi(d),
-                        );
-                        (!extrapolates(attrs.coord, x_ori, in_len))
-                            .then(|| nearest_index(attrs.nearest, x_ori, in_len))
-                    })
-                    .collect()
-            })
-            .collect();
+        let maps = nearest_maps(attrs, x.shape());
         let strides = strides_of(x.shape());
         return dispatch_dtype!(x.dtype(), T => {
             let src = view::<T>(x)?;
@@ -325,10 +101,10 @@ pub(crate) fn resize(x: &Tensor, ty: &TensorType, attrs: &ResizeAttrs) -> Result
     let mut shape = x.shape().to_vec();
     let mut data: Vec<f64> = src.iter().map(|&v| v as f64).collect();
     for d in 0..rank {
-        if identity(d) {
+        if is_identity_axis(attrs, d, x.shape()[d]) {
             continue;
         }
-        let taps = axis_taps(attrs, d, shape[d], attrs.sizes[d], roi(d));
+        let taps = axis_taps(attrs, d, shape[d], attrs.sizes[d], roi(attrs, d));
         data = interpolate_axis(&data, &shape, d, &taps, attrs.extrapolation_value as f64);
         shape[d] = attrs.sizes[d];
     }
@@ -338,7 +114,7 @@ pub(crate) fn resize(x: &Tensor, ty: &TensorType, attrs: &ResizeAttrs) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_ir::DType;
+    use kiln_ir::{DType, NearestMode};
 
     fn attrs(
         sizes: &[usize],

@@ -92,6 +92,7 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, S
         Op::QMatMul => infer_qmatmul(inputs)?,
         Op::ConvInteger(attrs) => infer_conv_integer(attrs, inputs)?,
         Op::MatMulInteger => infer_matmul_integer(inputs)?,
+        Op::DynamicQuantize => infer_dynamic_quantize(inputs)?,
     };
     for out in &outputs {
         if checked_numel(&out.shape).is_none() {
@@ -1458,6 +1459,18 @@ fn infer_conv_integer(
     }
     check_fused_activation(attrs.act.as_ref(), DType::I32)?;
     Ok(vec![plain(DType::I32, shape)])
+}
+
+/// DynamicQuantizeLinear: x f32 → y u8 (x's shape, no static parameters), scale f32 [],
+/// zero point u8 [].
+fn infer_dynamic_quantize(inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    check_arity(inputs, &["x"], 1)?;
+    check_dtype(inputs[0], 0, "x", &[DType::F32])?;
+    Ok(vec![
+        plain(DType::U8, inputs[0].shape.clone()),
+        plain(DType::F32, vec![]),
+        plain(DType::U8, vec![]),
+    ])
 }
 
 fn infer_matmul_integer(inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {

@@ -18,10 +18,12 @@ pub mod json;
 pub mod npy;
 pub mod op;
 pub mod pool;
+pub mod resize_math;
 pub mod tensor;
 pub mod text;
 pub mod types;
 pub mod verify;
+pub mod window;
 
 pub use dtype::DType;
 pub use error::IrError;

@@ -277,6 +277,10 @@ pub enum Op {
     ConvInteger(ConvAttrs),
     /// a, b, [a_zero_point], [b_zero_point] → i32 (ONNX MatMulInteger).
     MatMulInteger,
+    /// x (f32) → y (u8, plain), y_scale (f32 scalar), y_zero_point (u8 scalar): ONNX
+    /// DynamicQuantizeLinear, u8 parameters computed from x's own range at run time
+    /// (`kiln quantize --dynamic`).
+    DynamicQuantize,
 }
 
 impl Op {
@@ -320,6 +324,7 @@ impl Op {
             Op::QMatMul => "qmatmul",
             Op::ConvInteger(_) => "conv_integer",
             Op::MatMulInteger => "matmul_integer",
+            Op::DynamicQuantize => "dynamic_quantize",
         }
     }
 
@@ -418,6 +423,7 @@ pub const OP_MNEMONICS: &[&str] = &[
     "gather",
     "quantize",
     "dequantize",
+    "dynamic_quantize",
     "qconv",
     "qmatmul",
     "conv_integer",

@@ -817,6 +817,7 @@ impl<'g> Exporter<'g> {
                 );
             }
             Op::MatMulInteger => self.push("MatMulInteger", name, ins, outs, vec![]),
+            Op::DynamicQuantize => self.push("DynamicQuantizeLinear", name, ins, outs, vec![]),
         }
         Ok(())
     }

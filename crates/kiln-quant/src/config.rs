@@ -1,5 +1,6 @@
 //! What to quantize and how: the [`QuantizeConfig`] behind `kiln quantize` (calibration
-//! method, scheme, `--quantize-ops`, `--skip`, `--fallback-sqnr`, bias correction) and the op
+//! method, scheme, `--quantize-ops`, `--skip`, `--fallback-sqnr`, `--fallback-sensitivity`,
+//! bias correction) and the op
 //! names it accepts.
 
 use crate::calibrate::Progress;
@@ -81,6 +82,10 @@ pub fn quantizable_op(name: &str) -> Option<&'static str> {
         .map(|(_, m)| *m)
 }
 
+/// Samples of the sensitivity analysis by default: enough to rank layers whose effects differ
+/// by decibels, few enough that one run per layer stays affordable.
+pub const DEFAULT_SENSITIVITY_SAMPLES: usize = 4;
+
 /// How to quantize a model.
 #[derive(Clone, Debug)]
 pub struct QuantizeConfig {
@@ -94,6 +99,12 @@ pub struct QuantizeConfig {
     /// Keep in float the layers whose quantization drops the SQNR below this (dB): the
     /// report is recomputed after each round, see [`crate::quantize()`].
     pub fallback_sqnr: Option<f64>,
+    /// Keep in float the N layers whose quantization alone hurts the graph outputs most
+    /// (lowest output SQNR with only that layer quantized), measured on the first
+    /// `sensitivity_samples` samples before planning: see [`crate::measure_sensitivity`].
+    pub fallback_sensitivity: Option<usize>,
+    /// Samples the sensitivity analysis runs (one interpreter run per layer and sample).
+    pub sensitivity_samples: usize,
     /// Correct each quantized conv/gemm bias by the mean error its output channel shows on
     /// the samples (empirical bias correction).
     pub bias_correction: bool,
@@ -115,6 +126,8 @@ impl Default for QuantizeConfig {
             quantize_ops: None,
             skip: Vec::new(),
             fallback_sqnr: None,
+            fallback_sensitivity: None,
+            sensitivity_samples: DEFAULT_SENSITIVITY_SAMPLES,
             bias_correction: false,
             optimize: true,
             eval_samples: None,

@@ -15,6 +15,7 @@
 //! by the plan, not a rewrite an extractor could take or leave. The `quantize` rules
 //! (`passes/quantize.rules`) then turn this form into integer ops.
 
+use crate::guards::{bias_limit as guard_bias_limit, finite_weight, max_offset, reduction_length};
 use crate::plan::{ActivationQuant, NodeRole, QuantPlan};
 use crate::rebuild::GraphBuilder;
 use crate::scheme::{quantize_bias, weight_params, QuantScheme};
@@ -156,7 +157,46 @@ impl Inserter<'_> {
         let axis = weight_axis(&node.op, &w_ty);
         let w_quant =
             weight_params(w, axis, self.scheme).map_err(|e| node_err(format!("weight: {e}")))?;
-        let w_q = quantize_tensor(w, DType::I8, &w_quant).map_err(node_err)?;
+        let w_range = self
+            .scheme
+            .weight()
+            .int_range()
+            .map_err(|e| node_err(format!("weight: {e}")))?;
+        let (w, non_finite) = finite_weight(w, &w_quant, w_range);
+        if non_finite.total() > 0 {
+            self.warnings.push(format!(
+                "node '{}': weight '{}' has {} NaN and {} infinite values (of {}): NaN is \
+                 quantized as 0, ±infinity as its channel's saturated end",
+                node.name,
+                old.value_name(ins[1]),
+                non_finite.nan,
+                non_finite.infinite,
+                w.numel()
+            ));
+        }
+        // The accumulator bound (docs/quantization.md, "Numerical guards"): reject a K that
+        // could overflow i32, and keep the bias within the headroom left.
+        let bias_limit = match reduction_length(&node.op, w.shape()) {
+            Some(k) => {
+                let x_range = self
+                    .scheme
+                    .activation()
+                    .int_range()
+                    .map_err(|e| node_err(format!("input: {e}")))?;
+                let x_offset = max_offset(x_range, x_params.quant.params_at(0).1);
+                let w_offset = match &w_quant {
+                    Quant::PerTensor { zero_point, .. } => max_offset(w_range, *zero_point),
+                    Quant::PerAxis { zero_points, .. } => zero_points
+                        .iter()
+                        .map(|&z| max_offset(w_range, z))
+                        .max()
+                        .unwrap_or(0),
+                };
+                guard_bias_limit(k, x_offset, w_offset).map_err(node_err)?
+            }
+            None => i32::MAX as i64,
+        };
+        let w_q = quantize_tensor(&w, DType::I8, &w_quant).map_err(node_err)?;
         let w_name = old.value_name(ins[1]).to_string();
         let w_dq = self.dequantized_const(&w_name, w_q, w_quant.clone());
 
@@ -206,11 +246,32 @@ impl Inserter<'_> {
                 },
                 _ => w_quant,
             };
-            let qb = quantize_bias(&values, s_x, &per_channel)
+            let non_finite_bias = values.iter().filter(|b| !b.is_finite()).count();
+            if non_finite_bias > 0 {
+                self.warnings.push(format!(
+                    "node '{}': bias '{}' has {} NaN or infinite values (of {}): NaN is \
+                     quantized as 0, ±infinity saturates",
+                    node.name,
+                    name,
+                    non_finite_bias,
+                    values.len()
+                ));
+            }
+            let mut qb = quantize_bias(&values, s_x, &per_channel)
                 .map_err(|e| node_err(format!("bias: {e}")))?;
+            // |acc| ≤ i32::MAX − bias_limit, so a bias within ±bias_limit cannot overflow.
+            let limit = bias_limit.min(i32::MAX as i64) as i32;
+            for q in &mut qb.values {
+                if q.unsigned_abs() > limit as u32 {
+                    if *q != i32::MAX && *q != i32::MIN {
+                        qb.saturated += 1;
+                    }
+                    *q = (*q).clamp(-limit, limit);
+                }
+            }
             if qb.saturated > 0 {
                 self.warnings.push(format!(
-                    "node '{}': {} of {} bias values saturated i32 (scale s_x·s_w too small)",
+                    "node '{}': {} of {} bias values saturated (beyond i32, or beyond the accumulator's headroom: scale s_x·s_w too small for them)",
                     node.name,
                     qb.saturated,
                     values.len()
@@ -316,6 +377,76 @@ mod tests {
             .find(|&v| g.value_name(v) == name)
             .unwrap_or_else(|| panic!("no {name} in\n{}", kiln_ir::text::print_graph(g)));
         (v, g.value_type(v))
+    }
+
+    #[test]
+    fn non_finite_weights_and_biases_warn_and_get_defined_values() {
+        let g = parse_graph(
+            "graph @c(%x: f32[1,2,1,1]) -> (f32[1,2,1,1]) {
+  %w = const @c0 : f32[2,2,1,1] = [nan, -1.0, inf, 0.25]
+  %b = const @c1 : f32[2] = [nan, 0.5]
+  %y = conv(%x, %w, %b) {kernel=[1,1], strides=[1,1], pads=[0,0,0,0], dilations=[1,1], groups=1} : f32[1,2,1,1]
+  return %y
+}",
+        )
+        .unwrap();
+        let cal = calibration_of(&g, &[("x", 0.0, 2.55), ("y", -1.0, 1.55)]);
+        let cfg = QuantizeConfig::default();
+        let p = plan(&g, &cal, &cfg, &BTreeSet::new()).unwrap();
+        let q = insert_qdq(&g, &p, &cfg.scheme, &BiasCorrections::new()).unwrap();
+        let joined = q.warnings.join("\n");
+        assert!(
+            joined.contains("node 'y': weight 'w' has 1 NaN and 1 infinite values (of 4)"),
+            "{joined}"
+        );
+        assert!(joined.contains("bias 'b' has 1 NaN"), "{joined}");
+        // Channel 0's finite values {−1} give scale 1/127: NaN → 0, −1 → −127. Channel 1's
+        // finite {0.25} give scale 0.25/127: +∞ → its saturated end 127, 0.25 → 127.
+        let (wq, _) = value(&q.graph, "w.q");
+        assert_eq!(
+            q.graph.const_tensor(wq).unwrap().data(),
+            &TensorData::I8(vec![0, -127, 127, 127])
+        );
+        // The NaN bias is 0; 0.5 / (0.01 · 0.25/127) = 25400.
+        let (bq, _) = value(&q.graph, "b.q");
+        assert_eq!(
+            q.graph.const_tensor(bq).unwrap().data(),
+            &TensorData::I32(vec![0, 25400])
+        );
+    }
+
+    #[test]
+    fn a_reduction_that_could_overflow_i32_is_rejected_naming_the_node() {
+        // u8 input (zero point 0: |x − zp| ≤ 255) times narrow i8 weights (|w| ≤ 127):
+        // 32385 per product; 2^31 − 1 = 2147483647 allows K ≤ 66311. K = 66312 must be
+        // rejected, K = 66311 accepted.
+        let graph = |k: usize| {
+            parse_graph(&format!(
+                "graph @m(%x: f32[1,{k}]) -> (f32[1,1]) {{
+  %w = const @c0 : f32[{k},1] = normal(seed=1, mean=0.0, std=0.1)
+  %y = matmul(%x, %w) : f32[1,1]
+  return %y
+}}"
+            ))
+            .unwrap()
+        };
+        let cfg = QuantizeConfig::default();
+        for (k, ok) in [(66_311, true), (66_312, false)] {
+            let g = graph(k);
+            let cal = calibration_of(&g, &[("x", 0.0, 1.0), ("y", -1.0, 1.0)]);
+            let p = plan(&g, &cal, &cfg, &BTreeSet::new()).unwrap();
+            match insert_qdq(&g, &p, &cfg.scheme, &BiasCorrections::new()) {
+                Ok(_) => assert!(ok, "K = {k} accepted"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(!ok, "K = {k} rejected: {msg}");
+                    assert!(
+                        msg.contains("node 'y' (matmul)") && msg.contains("K = 66312"),
+                        "{msg}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,16 +24,24 @@
 //!   weights, i32 biases, quantize/dequantize pairs;
 //! - [`convert`]: the `quantize` rule set (`passes/quantize.rules`) turns it into `qconv`,
 //!   `qmatmul` and integer data movement, float islands between explicit boundaries;
+//! - [`guards`]: non-finite weights get defined values; the i32 accumulator bound is checked;
 //! - [`report`]: per-layer SQNR and cosine against the float graph ([`accuracy_report`]),
 //!   as a table or JSON;
 //! - [`bias_correction`]: per-channel bias correction measured on the samples;
-//! - [`pipeline`]: the whole sequence, with SQNR-driven fallback ([`QuantizedModel`]).
+//! - [`dynamic`]: `--dynamic` — int8 matmul/gemm with activation parameters computed at
+//!   run time ([`quantize_dynamic`]), no calibration;
+//! - [`sensitivity`]: each layer's end-to-end damage when quantized alone
+//!   ([`measure_sensitivity`]), for `--fallback-sensitivity`;
+//! - [`pipeline`]: the whole sequence, with sensitivity- and SQNR-driven fallback
+//!   ([`QuantizedModel`]).
 
 pub mod bias_correction;
 pub mod calib;
 pub mod calibrate;
 pub mod config;
 pub mod convert;
+pub mod dynamic;
+pub mod guards;
 pub mod histogram;
 pub mod insert;
 pub mod observer;
@@ -43,6 +51,7 @@ pub mod prepare;
 mod rebuild;
 pub mod report;
 pub mod scheme;
+pub mod sensitivity;
 #[cfg(test)]
 mod test_util;
 
@@ -51,12 +60,15 @@ pub use calib::{input_specs, CalibError, CalibrationSet, InputSpec, Preprocess};
 pub use calibrate::{
     calibrate, float_values_to_observe, CalibrateError, Calibration, ObservedValue, Progress,
 };
-pub use config::{quantizable_op, QuantizeConfig, QUANTIZABLE_OPS};
+pub use config::{quantizable_op, QuantizeConfig, DEFAULT_SENSITIVITY_SAMPLES, QUANTIZABLE_OPS};
 pub use convert::convert_qdq;
+pub use dynamic::{quantize_dynamic, DynamicModel};
 pub use histogram::{AbsHistogram, Histogram, Range};
 pub use insert::{insert_qdq, BiasCorrections, QdqGraph};
 pub use observer::{ObserveError, ObservedCounts, Observer, ObserverKind, PerChannelMinMax};
-pub use pipeline::{quantize, FallbackLayer, QuantizedModel, MAX_FALLBACK_ROUNDS};
+pub use pipeline::{
+    quantize, FallbackCriterion, FallbackLayer, QuantizedModel, MAX_FALLBACK_ROUNDS,
+};
 pub use plan::{plan, ActivationQuant, Decision, NodePlan, NodeRole, QuantPlan};
 pub use prepare::unfuse_for_quantization;
 pub use report::{accuracy_report, AccuracyReport, LayerAccuracy};
@@ -64,6 +76,7 @@ pub use scheme::{
     bias_quant, params_from_range, quantize_bias, scale_zero_point, weight_params, ActivationType,
     QuantScheme, QuantizedBias, SchemeError, TensorScheme,
 };
+pub use sensitivity::{measure_sensitivity, LayerSensitivity};
 
 use kiln_interp::InterpError;
 use kiln_ir::IrError;

@@ -5,6 +5,7 @@
 
 use crate::bias_correction::measure_bias_corrections;
 use crate::calib::CalibrationSet;
+use crate::calibrate::Progress;
 use crate::calibrate::{calibrate, float_values_to_observe, Calibration};
 use crate::config::QuantizeConfig;
 use crate::convert::convert_qdq;
@@ -12,22 +13,38 @@ use crate::insert::{insert_qdq, BiasCorrections};
 use crate::plan::{plan, NodeRole, QuantPlan};
 use crate::prepare::unfuse_for_quantization;
 use crate::report::{accuracy_report, AccuracyReport};
+use crate::sensitivity::{measure_sensitivity, LayerSensitivity};
 use crate::QuantError;
-use kiln_ir::{DType, Graph, NodeId, Op, ValueId};
+use kiln_ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use kiln_opt::{pipeline, run_pipeline, OptLevel, PassStats};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 
 /// At most this many fallback rounds: each keeps the layers where the SQNR first drops below
 /// the threshold in float and measures again.
 pub const MAX_FALLBACK_ROUNDS: usize = 8;
 
-/// A layer kept in float by `--fallback-sqnr`.
+/// Why fallback kept a layer in float.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FallbackCriterion {
+    /// `--fallback-sensitivity`: among the most harmful layers quantized alone;
+    /// `sqnr_db` is the graph outputs' SQNR with only this layer quantized.
+    Sensitivity,
+    /// `--fallback-sqnr`: where the SQNR first dropped below the threshold; `sqnr_db` is the
+    /// layer's own output SQNR in that round.
+    Sqnr,
+}
+
+/// A layer kept in float by `--fallback-sensitivity` or `--fallback-sqnr`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FallbackLayer {
     pub node: String,
-    /// The SQNR of its output (dB) when it was quantized.
+    /// See [`FallbackCriterion`] for which SQNR (dB) this is.
     pub sqnr_db: f64,
+    pub criterion: FallbackCriterion,
+    /// The `--fallback-sqnr` round (0 for sensitivity fallback, which runs before it).
     pub round: usize,
 }
 
@@ -46,6 +63,9 @@ pub struct QuantizedModel {
     /// The final graph against the float one, on the evaluation samples.
     pub report: AccuracyReport,
     pub fallback: Vec<FallbackLayer>,
+    /// Every layer's damage quantized alone, most harmful first (empty without
+    /// `--fallback-sensitivity`).
+    pub sensitivity: Vec<LayerSensitivity>,
     /// Per-channel additions made to float biases (empty without bias correction).
     pub bias_corrections: BiasCorrections,
     /// `-O1`'s passes, then the `quantize` rules' pass.
@@ -62,6 +82,7 @@ impl QuantizedModel {
             accuracy: &'a AccuracyReport,
             nodes: &'a [crate::plan::NodePlan],
             fallback: &'a [FallbackLayer],
+            sensitivity: &'a [LayerSensitivity],
             bias_corrected_layers: usize,
             warnings: &'a [String],
         }
@@ -69,6 +90,7 @@ impl QuantizedModel {
             accuracy: &self.report,
             nodes: &self.plan.nodes,
             fallback: &self.fallback,
+            sensitivity: &self.sensitivity,
             bias_corrected_layers: self.bias_corrections.len(),
             warnings: &self.warnings,
         })
@@ -196,6 +218,42 @@ pub fn quantize(
     let eval = || data.iter().take(eval_len);
 
     let mut fallback = Vec::new();
+    let mut sensitivity = Vec::new();
+    if let Some(count) = config.fallback_sensitivity.filter(|&n| n > 0) {
+        let full_plan = plan(&float, &calibration, config, &skip)?;
+        let samples: Vec<Vec<Tensor>> = data
+            .iter()
+            .take(config.sensitivity_samples.max(1))
+            .enumerate()
+            .map(|(sample, s)| s.map_err(|source| QuantError::Data { sample, source }))
+            .collect::<Result<_, _>>()?;
+        let visible = config.progress == Progress::Auto && std::io::stderr().is_terminal();
+        sensitivity = measure_sensitivity(
+            &float,
+            &calibration,
+            config,
+            &skip,
+            &full_plan,
+            &samples,
+            &mut |done, total| {
+                if visible {
+                    eprint!("\rsensitivity: {done}/{total} layers quantized alone");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            },
+        )?;
+        for layer in sensitivity.iter().take(count) {
+            skip.insert(layer.node.clone());
+            fallback.push(FallbackLayer {
+                node: layer.node.clone(),
+                sqnr_db: layer.sqnr(),
+                criterion: FallbackCriterion::Sensitivity,
+                round: 0,
+            });
+        }
+    }
     let mut round = 0;
     loop {
         let plan = plan(&float, &calibration, config, &skip)?;
@@ -227,6 +285,7 @@ pub fn quantize(
                 calibration,
                 report,
                 fallback,
+                sensitivity,
                 bias_corrections,
                 stats,
                 warnings,
@@ -238,6 +297,7 @@ pub fn quantize(
             fallback.push(FallbackLayer {
                 node: name,
                 sqnr_db,
+                criterion: FallbackCriterion::Sqnr,
                 round,
             });
         }

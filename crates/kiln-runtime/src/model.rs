@@ -7,12 +7,13 @@
 use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::{MemoryPlan, ARENA_ALIGN};
 use kiln_codegen::{
-    tensor_data_from_le_bytes, ActivationKernel, BatchNormKernel, BinaryKernel, CodegenError,
-    ConcatKernel, DequantizeKernel, FConvKernel, FConvNode, FConvScratch, FConvTransposeKernel,
-    FConvTransposeNode, FConvTransposeScratch, GemmKernel, JitOptions, MaxPoolKernel,
-    MaxPoolScratch, PoolKernel, PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch,
-    QConvTuning, QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel,
-    ResizeKernel, ResizeScratch, SoftmaxKernel,
+    tensor_data_from_le_bytes, ActivationKernel, BatchNormKernel, BinaryKernel, CastKernel,
+    CodegenError, ConcatKernel, DequantizeKernel, DynamicQuantizeKernel, FConvKernel, FConvNode,
+    FConvScratch, FConvTransposeKernel, FConvTransposeNode, FConvTransposeScratch, GemmKernel,
+    JitOptions, LrnKernel, MatMulIntegerKernel, MaxPoolKernel, MaxPoolScratch, MoveKernel,
+    PoolKernel, PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch, QConvTuning,
+    QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, ReduceMeanKernel,
+    ResizeKernel, ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
 };
 use kiln_ir::{
     DType, Graph, Node, NodeId, Op, ResizeMode, Tensor, TensorData, TensorType, ValueId,
@@ -122,9 +123,9 @@ impl Model {
 }
 
 /// Does kiln-codegen have a kernel for this node (sources are bound, not run)? MaxPool
-/// has one for int8 and f32 inputs, nearest Resize for any dtype; the other f32 ops for f32
-/// inputs only (constant operands — weights, Gemm's and MatMul's B — are checked when
-/// compiling).
+/// has one for int8 and f32 inputs, nearest Resize and the data-movement ops for any
+/// dtype (Gather with constant indices); the other f32 ops for f32 inputs only (constant
+/// operands — weights, Gemm's and MatMul's B — are checked when compiling).
 fn has_kernel(graph: &Graph, node: &Node) -> bool {
     let first_input_is = |dtypes: &[DType]| {
         node.inputs()
@@ -151,8 +152,30 @@ fn has_kernel(graph: &Graph, node: &Node) -> bool {
         | Op::GlobalAveragePool
         | Op::Gemm(_)
         | Op::MatMul
-        | Op::Softmax { .. } => f32_input(),
-        Op::Concat { .. } => true,
+        | Op::Softmax { .. }
+        | Op::Lrn { .. }
+        | Op::Sum
+        | Op::ReduceMean { .. }
+        | Op::DynamicQuantize => f32_input(),
+        Op::Cast { to } => to != DType::F16 && !first_input_is(&[DType::F16]),
+        Op::Concat { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Split { .. }
+        | Op::Pad { .. } => true,
+        // b and its zero point are packed into the kernel
+        Op::MatMulInteger => {
+            int8_input()
+                && node.inputs().iter().enumerate().all(|(k, &v)| {
+                    k % 2 == 0
+                        || (graph.node(v.node).op.is_source() && graph.const_tensor(v).is_some())
+                })
+        }
+        // the indices are packed into the kernel's plan
+        Op::Gather { .. } => node
+            .inputs()
+            .get(1)
+            .is_some_and(|&i| graph.node(i.node).op.is_source() && graph.const_tensor(i).is_some()),
         ref op => is_shape_only(op),
     }
 }
@@ -315,12 +338,35 @@ enum Kernel {
         kernel: Box<PoolKernel>,
         scratch: PoolScratch,
     },
-    /// f32 Gemm or MatMul with constant B (and C); reads A.
+    /// f32 Gemm or MatMul with constant B (and C), reads A; or with B computed by the
+    /// graph (`has_runtime_b`), reads A and B.
     Gemm(Box<GemmKernel>),
     /// f32 Softmax; reads x.
     Softmax(Box<SoftmaxKernel>),
     /// Concat of any dtype; reads every input.
     Concat(Box<ConcatKernel>),
+    /// f32 LRN; reads x.
+    Lrn(Box<LrnKernel>),
+    /// Transpose, Slice, Pad or Gather (constant indices) of any dtype; reads x.
+    Move(Box<MoveKernel>),
+    /// Split of any dtype: one kernel per output; reads x, writes every output.
+    Split(Vec<MoveKernel>),
+    /// f32 Sum; reads every input.
+    Sum {
+        kernel: Box<SumKernel>,
+        scratch: SumScratch,
+    },
+    /// f32 ReduceMean; reads x.
+    ReduceMean(Box<ReduceMeanKernel>),
+    /// Cast between f32, i8, u8, i32, i64 and bool; reads x.
+    Cast(Box<CastKernel>),
+    /// MatMulInteger with a constant b; reads a, then a's zero point when `a_zero_point`.
+    MatMulInteger {
+        kernel: Box<MatMulIntegerKernel>,
+        a_zero_point: bool,
+    },
+    /// DynamicQuantizeLinear; reads x, writes y, the scale and the zero point.
+    DynamicQuantize(Box<DynamicQuantizeKernel>),
     /// A shape-only op (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout): the
     /// output has the input's bytes in the same (row-major) order.
     Copy,
@@ -331,6 +377,34 @@ impl Kernel {
     /// Every place is [`ARENA_ALIGN`]-aligned or a tensor's own element buffer, so the f32
     /// views below are aligned and sized in whole elements (values are sized by their type).
     fn run(&mut self, reads: &[&[u8]], writes: &mut [&mut [u8]]) -> Result<(), CodegenError> {
+        if let Kernel::Split(parts) = self {
+            for (part, out) in parts.iter().zip(writes.iter_mut()) {
+                part.run_into(reads[0], out)?;
+            }
+            return Ok(());
+        }
+        if let Kernel::DynamicQuantize(kernel) = self {
+            let [y, scale, zero_point] = writes else {
+                return Err(CodegenError::BadBuffer {
+                    kernel: kernel.name().to_string(),
+                    what: format!("{} outputs, expected 3", writes.len()),
+                });
+            };
+            let (s, z) = kernel.run_into(bytemuck::cast_slice(reads[0]), y)?;
+            if scale.len() != 4 || zero_point.len() != 1 {
+                return Err(CodegenError::BadBuffer {
+                    kernel: kernel.name().to_string(),
+                    what: format!(
+                        "{} scale bytes and {} zero point bytes, expected 4 and 1",
+                        scale.len(),
+                        zero_point.len()
+                    ),
+                });
+            }
+            scale.copy_from_slice(&s.to_le_bytes());
+            zero_point[0] = z;
+            return Ok(());
+        }
         let out = &mut *writes[0];
         match self {
             Kernel::QConv {
@@ -410,6 +484,11 @@ impl Kernel {
                 bytemuck::cast_slice_mut(out),
                 scratch,
             ),
+            Kernel::Gemm(kernel) if kernel.has_runtime_b() => kernel.run_with_b_into(
+                bytemuck::cast_slice(reads[0]),
+                bytemuck::cast_slice(reads[1]),
+                bytemuck::cast_slice_mut(out),
+            ),
             Kernel::Gemm(kernel) => kernel.run_into(
                 bytemuck::cast_slice(reads[0]),
                 bytemuck::cast_slice_mut(out),
@@ -419,6 +498,31 @@ impl Kernel {
                 bytemuck::cast_slice_mut(out),
             ),
             Kernel::Concat(kernel) => kernel.run_into(reads, out),
+            Kernel::Lrn(kernel) => kernel.run_into(
+                bytemuck::cast_slice(reads[0]),
+                bytemuck::cast_slice_mut(out),
+            ),
+            Kernel::Move(kernel) => kernel.run_into(reads[0], out),
+            Kernel::Sum { kernel, scratch } => {
+                let inputs: Vec<&[f32]> = reads.iter().map(|r| bytemuck::cast_slice(r)).collect();
+                kernel.run_into(&inputs, bytemuck::cast_slice_mut(out), scratch)
+            }
+            Kernel::ReduceMean(kernel) => kernel.run_into(
+                bytemuck::cast_slice(reads[0]),
+                bytemuck::cast_slice_mut(out),
+            ),
+            Kernel::Cast(kernel) => kernel.run_into(reads[0], out),
+            Kernel::MatMulInteger {
+                kernel,
+                a_zero_point,
+            } => kernel.run_into(
+                reads[0],
+                a_zero_point.then(|| reads[1]),
+                bytemuck::cast_slice_mut(out),
+            ),
+            Kernel::Split(_) | Kernel::DynamicQuantize(_) => {
+                unreachable!("multi-output steps return above")
+            }
             Kernel::Copy => {
                 if reads[0].len() != out.len() {
                     return Err(CodegenError::BadBuffer {
@@ -770,9 +874,16 @@ fn compile_node(
     };
     let ty = |v: ValueId| graph.value_type(v);
     let constant = |v: ValueId, what: &str| constant_operand(graph, v, what).map_err(unsupported);
-    if node.outputs.len() != 1 && !matches!(node.op, Op::Input { .. } | Op::Const(_)) {
+    let is_const = |v: ValueId| matches!(graph.node(v.node).op, Op::Const(_));
+    if node.outputs.len() != 1
+        && !matches!(
+            node.op,
+            Op::Input { .. } | Op::Const(_) | Op::Split { .. } | Op::DynamicQuantize
+        )
+    {
         return Err(unsupported(format!(
-            "{} outputs; kernels produce one (no MaxPool Indices, no Dropout mask)",
+            "{} outputs; kernels other than Split produce one (no MaxPool Indices, no \
+             Dropout mask)",
             node.outputs.len()
         )));
     }
@@ -877,18 +988,45 @@ fn compile_node(
                 Some(&c) => Some(constant(c, "C")?),
                 None => None,
             };
-            let b = constant(ins[1], "B")?;
-            let kernel =
-                GemmKernel::compile_gemm(attrs, ty(ins[0]), b, c, ty(output), &options.jit)
-                    .map_err(codegen)?;
-            (Kernel::Gemm(Box::new(kernel)), vec![ins[0]])
+            let (a, b) = (ins[0], ins[1]);
+            if is_const(b) {
+                let kernel = GemmKernel::compile_gemm(
+                    attrs,
+                    ty(a),
+                    constant(b, "B")?,
+                    c,
+                    ty(output),
+                    &options.jit,
+                )
+                .map_err(codegen)?;
+                (Kernel::Gemm(Box::new(kernel)), vec![a])
+            } else {
+                // B computed by the graph: packed on every call
+                let kernel = GemmKernel::compile_gemm_runtime_b(
+                    attrs,
+                    ty(a),
+                    ty(b),
+                    c,
+                    ty(output),
+                    &options.jit,
+                )
+                .map_err(codegen)?;
+                (Kernel::Gemm(Box::new(kernel)), vec![a, b])
+            }
         }
         Op::MatMul => {
             let [a, b] = exactly(node).map_err(unsupported)?;
-            let kernel =
-                GemmKernel::compile_matmul(ty(a), constant(b, "b")?, ty(output), &options.jit)
-                    .map_err(codegen)?;
-            (Kernel::Gemm(Box::new(kernel)), vec![a])
+            if is_const(b) {
+                let kernel =
+                    GemmKernel::compile_matmul(ty(a), constant(b, "b")?, ty(output), &options.jit)
+                        .map_err(codegen)?;
+                (Kernel::Gemm(Box::new(kernel)), vec![a])
+            } else {
+                let kernel =
+                    GemmKernel::compile_matmul_runtime_b(ty(a), ty(b), ty(output), &options.jit)
+                        .map_err(codegen)?;
+                (Kernel::Gemm(Box::new(kernel)), vec![a, b])
+            }
         }
         Op::Concat { axis } => {
             let ins = node.inputs();
@@ -1001,6 +1139,110 @@ fn compile_node(
                 BatchNormKernel::compile(ty(x), params, *epsilon, &options.jit).map_err(codegen)?;
             (Kernel::BatchNorm(Box::new(kernel)), vec![x])
         }
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = LrnKernel::compile(*size, *alpha, *beta, *bias, ty(x), &options.jit)
+                .map_err(codegen)?;
+            (Kernel::Lrn(Box::new(kernel)), vec![x])
+        }
+        Op::Transpose { perm } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = MoveKernel::compile_transpose(perm, ty(x), ty(output), &options.jit)
+                .map_err(codegen)?;
+            (Kernel::Move(Box::new(kernel)), vec![x])
+        }
+        Op::Slice { axes } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = MoveKernel::compile_slice(axes, ty(x), ty(output), &options.jit)
+                .map_err(codegen)?;
+            (Kernel::Move(Box::new(kernel)), vec![x])
+        }
+        Op::Pad { mode, pads, value } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                MoveKernel::compile_pad(*mode, pads, *value, ty(x), ty(output), &options.jit)
+                    .map_err(codegen)?;
+            (Kernel::Move(Box::new(kernel)), vec![x])
+        }
+        Op::Gather { axis } => {
+            let [x, indices] = exactly(node).map_err(unsupported)?;
+            let indices = constant(indices, "indices")?;
+            let kernel =
+                MoveKernel::compile_gather(*axis, indices, ty(x), ty(output), &options.jit)
+                    .map_err(codegen)?;
+            (Kernel::Move(Box::new(kernel)), vec![x])
+        }
+        Op::Split { axis, sizes } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let out_tys: Vec<&TensorType> = node.outputs.iter().map(|o| &o.ty).collect();
+            let kernels = MoveKernel::compile_split(*axis, sizes, ty(x), &out_tys, &options.jit)
+                .map_err(codegen)?;
+            (Kernel::Split(kernels), vec![x])
+        }
+        Op::Sum => {
+            let ins = node.inputs();
+            let types: Vec<&TensorType> = ins.iter().map(|&x| ty(x)).collect();
+            let kernel = SumKernel::compile(&types, ty(output), &options.jit).map_err(codegen)?;
+            let scratch = kernel.new_scratch();
+            (
+                Kernel::Sum {
+                    kernel: Box::new(kernel),
+                    scratch,
+                },
+                ins.to_vec(),
+            )
+        }
+        Op::ReduceMean { axes, keepdims } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel =
+                ReduceMeanKernel::compile(axes, *keepdims, ty(x), ty(output), &options.jit)
+                    .map_err(codegen)?;
+            (Kernel::ReduceMean(Box::new(kernel)), vec![x])
+        }
+        Op::Cast { .. } => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = CastKernel::compile(ty(x), ty(output), &options.jit).map_err(codegen)?;
+            (Kernel::Cast(Box::new(kernel)), vec![x])
+        }
+        Op::MatMulInteger => {
+            let ins = between(node, 2, 4).map_err(unsupported)?;
+            let (a, b) = (ins[0], ins[1]);
+            let a_zp = ins.get(2).copied();
+            let b_zp = match ins.get(3) {
+                Some(&z) => Some(constant(z, "b zero point")?),
+                None => None,
+            };
+            let kernel = MatMulIntegerKernel::compile(
+                ty(a),
+                a_zp.map(ty),
+                constant(b, "b")?,
+                b_zp,
+                ty(output),
+                &options.jit,
+            )
+            .map_err(codegen)?;
+            let kernel = Kernel::MatMulInteger {
+                kernel: Box::new(kernel),
+                a_zero_point: a_zp.is_some(),
+            };
+            (kernel, std::iter::once(a).chain(a_zp).collect())
+        }
+        Op::DynamicQuantize => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            if node.outputs.len() != 3 {
+                return Err(unsupported(format!(
+                    "{} outputs, expected y, scale and zero point",
+                    node.outputs.len()
+                )));
+            }
+            let kernel = DynamicQuantizeKernel::compile(ty(x), &options.jit).map_err(codegen)?;
+            (Kernel::DynamicQuantize(Box::new(kernel)), vec![x])
+        }
         shape_only if is_shape_only(shape_only) => {
             let [x] = exactly(node).map_err(unsupported)?;
             if ty(x).byte_size() != ty(output).byte_size() {
@@ -1023,12 +1265,19 @@ fn compile_node(
     for v in reads {
         places.push(binder.place(v)?);
     }
+    let mut writes = Vec::with_capacity(node.outputs.len());
+    for port in 0..node.outputs.len() {
+        writes.push(binder.place(ValueId {
+            node: node_id,
+            port: u16::try_from(port).expect("a node has fewer than 65536 outputs"),
+        })?);
+    }
     Ok(Some(Step {
         node: node.name.clone(),
         op,
         kernel,
         reads: places,
-        writes: vec![binder.place(output)?],
+        writes,
     }))
 }
 
@@ -1138,7 +1387,7 @@ fn tensor_from_bytes(ty: &TensorType, bytes: &[u8]) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_ir::{Activation, ConvAttrs, Output, PoolAttrs, Quant};
+    use kiln_ir::{Activation, ConvAttrs, Output, PadMode, PoolAttrs, Quant, SliceAxis};
 
     /// A small deterministic generator (xorshift64*) for test data.
     struct Rng(u64);
@@ -1771,31 +2020,219 @@ mod tests {
         }
     }
 
-    /// An op without a kernel (LRN) is listed by compile, named by node.
+    /// An op without a kernel (a Gather whose indices are computed at run time) is listed
+    /// by compile, named by node.
     #[test]
     fn op_without_kernel_is_a_missing_kernel() {
-        let mut g = Graph::new("lrn");
-        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 2, 4, 4]));
-        let lrn = Op::Lrn {
-            size: 3,
-            alpha: 1e-4,
-            beta: 0.75,
-            bias: 1.0,
-        };
-        let y = add_inferred(&mut g, "norm", lrn, &[x]);
+        let mut g = Graph::new("gather");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![4, 3]));
+        let i = g.add_input("i", TensorType::new(DType::I64, vec![2]));
+        let y = add_inferred(&mut g, "pick", Op::Gather { axis: 0 }, &[x, i]);
         g.set_outputs(vec![y]);
         match Model::from_graph(g).compile(&Options::default()) {
             Err(RuntimeError::NoKernel(missing)) => {
                 assert_eq!(
                     missing,
                     [MissingKernel {
-                        node: "norm".into(),
-                        op: "lrn"
+                        node: "pick".into(),
+                        op: "gather"
                     }]
                 );
             }
             other => panic!("expected NoKernel, got {other:?}"),
         }
+    }
+
+    /// LRN, Transpose, Split (two outputs, one a graph output, one used further), Pad,
+    /// Slice and Gather with constant indices run as machine code and agree with the
+    /// interpreter (LRN within 1e-5 of the largest output; the data movement is exact).
+    #[test]
+    fn lrn_and_data_movement_run_as_machine_code() {
+        let mut g = Graph::new("movement");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 6, 3, 5]));
+        let lrn = Op::Lrn {
+            size: 5,
+            alpha: 1e-4,
+            beta: 0.75,
+            bias: 1.0,
+        };
+        let y = add_inferred(&mut g, "norm", lrn, &[x]);
+        let t = add_inferred(
+            &mut g,
+            "transpose",
+            Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[y],
+        );
+        let parts = g
+            .add_node(
+                "split",
+                Op::Split {
+                    axis: 2,
+                    sizes: vec![2, 4],
+                },
+                &[t],
+                vec!["part0".to_string(), "part1".to_string()],
+            )
+            .expect("the split infers");
+        let pads = vec![0, 0, 1, -1, 0, 0, 2, 3];
+        let padded = add_inferred(
+            &mut g,
+            "pad",
+            Op::Pad {
+                mode: PadMode::Reflect,
+                pads,
+                value: 0.0,
+            },
+            &[parts[1]],
+        );
+        let slice = SliceAxis {
+            axis: 3,
+            start: 5,
+            end: -1,
+            step: -2,
+        };
+        let sliced = add_inferred(&mut g, "slice", Op::Slice { axes: vec![slice] }, &[padded]);
+        let indices = g.add_const(
+            "indices",
+            Tensor::new(vec![2], TensorData::I64(vec![-1, 0])).expect("sized"),
+            None,
+        );
+        let gathered = add_inferred(&mut g, "gather", Op::Gather { axis: 1 }, &[sliced, indices]);
+        g.set_outputs(vec![parts[0], gathered]);
+        let inputs = vec![random_f32(&mut Rng(5), vec![1, 6, 3, 5])];
+        let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+        let mut compiled = Model::from_graph(g)
+            .compile(&Options::default())
+            .expect("every op has a kernel");
+        let got = compiled.run(&inputs).expect("runs");
+        assert_close(&got, &want, 1e-5);
+    }
+
+    /// Sum (three inputs, broadcast), ReduceMean, DynamicQuantize (three outputs, all graph
+    /// outputs), Casts (u8 → i32 → f32, f32 → i8 with out-of-range values) and a dynamic
+    /// quantization's matmul_integer with a run-time zero point run as machine code with
+    /// the interpreter's bits.
+    #[test]
+    fn sum_reduce_mean_cast_and_dynamic_quantize_run_as_machine_code() {
+        let mut g = Graph::new("reductions");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![2, 3, 4]));
+        let column = g.add_input("column", TensorType::new(DType::F32, vec![3, 1]));
+        let row = g.add_const(
+            "row",
+            Tensor::from_f32(vec![4], vec![0.5, -1.25, 3.0, 100.0]).expect("sized"),
+            None,
+        );
+        let sum = add_inferred(&mut g, "sum", Op::Sum, &[x, row, column]);
+        let mean = add_inferred(
+            &mut g,
+            "mean",
+            Op::ReduceMean {
+                axes: vec![0, 2],
+                keepdims: true,
+            },
+            &[sum],
+        );
+        let q = g
+            .add_node(
+                "dq",
+                Op::DynamicQuantize,
+                &[sum],
+                vec!["q".into(), "scale".into(), "zero_point".into()],
+            )
+            .expect("the dynamic quantize infers");
+        let wide = add_inferred(&mut g, "wide", Op::Cast { to: DType::I32 }, &[q[0]]);
+        let back = add_inferred(&mut g, "back", Op::Cast { to: DType::F32 }, &[wide]);
+        let bytes = add_inferred(&mut g, "bytes", Op::Cast { to: DType::I8 }, &[sum]);
+        // the `kiln quantize --dynamic` pattern: matmul_integer of the dynamically quantized
+        // activations [6, 4] by constant i8 weights [4, 3], cast, times a_scale · w_scale
+        let flat = add_inferred(&mut g, "flat", Op::Reshape { shape: vec![6, 4] }, &[sum]);
+        let fq = g
+            .add_node(
+                "flat_dq",
+                Op::DynamicQuantize,
+                &[flat],
+                vec!["fq".into(), "fq_scale".into(), "fq_zp".into()],
+            )
+            .expect("the dynamic quantize infers");
+        let w = g.add_const(
+            "w",
+            Tensor::new(
+                vec![4, 3],
+                TensorData::I8(vec![1, -2, 3, 127, -128, 0, 5, 6, -7, 8, 9, 10]),
+            )
+            .expect("sized"),
+            None,
+        );
+        let w_scale = g.add_const(
+            "w_scale",
+            Tensor::from_f32(vec![3], vec![0.01, 0.02, 0.5]).expect("sized"),
+            None,
+        );
+        let acc = add_inferred(&mut g, "acc", Op::MatMulInteger, &[fq[0], w, fq[2]]);
+        let acc_f = add_inferred(&mut g, "acc_f", Op::Cast { to: DType::F32 }, &[acc]);
+        let scale = add_inferred(
+            &mut g,
+            "product_scale",
+            Op::Binary(kiln_ir::BinaryOp::Mul),
+            &[fq[1], w_scale],
+        );
+        let y = add_inferred(
+            &mut g,
+            "y",
+            Op::Binary(kiln_ir::BinaryOp::Mul),
+            &[acc_f, scale],
+        );
+        g.set_outputs(vec![mean, q[0], q[1], q[2], back, bytes, acc, y]);
+        let mut rng = Rng(11);
+        let inputs = vec![
+            random_f32(&mut rng, vec![2, 3, 4]),
+            random_f32(&mut rng, vec![3, 1]),
+        ];
+        let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+        let mut compiled = Model::from_graph(g)
+            .compile(&Options::default())
+            .expect("every op has a kernel");
+        assert_bitwise_eq(&compiled.run(&inputs).expect("runs"), &want);
+    }
+
+    /// MatMul and Gemm whose B is computed by the graph (a transpose of the input, batched;
+    /// a graph input) run as machine code within 1e-5 of the interpreter.
+    #[test]
+    fn matmul_and_gemm_with_runtime_b_run_as_machine_code() {
+        let mut g = Graph::new("runtime_b");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![2, 3, 4]));
+        let w = g.add_input("w", TensorType::new(DType::F32, vec![5, 4]));
+        let xt = add_inferred(
+            &mut g,
+            "xt",
+            Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            &[x],
+        );
+        let gram = add_inferred(&mut g, "gram", Op::MatMul, &[x, xt]);
+        let rows = add_inferred(&mut g, "rows", Op::Reshape { shape: vec![6, 4] }, &[x]);
+        let attrs = kiln_ir::GemmAttrs {
+            alpha: 0.5,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+            act: None,
+        };
+        let gemm = add_inferred(&mut g, "gemm", Op::Gemm(attrs), &[rows, w]);
+        g.set_outputs(vec![gram, gemm]);
+        let mut rng = Rng(17);
+        let inputs = vec![
+            random_f32(&mut rng, vec![2, 3, 4]),
+            random_f32(&mut rng, vec![5, 4]),
+        ];
+        let want = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+        let mut compiled = Model::from_graph(g)
+            .compile(&Options::default())
+            .expect("every op has a kernel");
+        assert_close(&compiled.run(&inputs).expect("runs"), &want, 1e-5);
     }
 
     /// Splitting the convolutions and matrix multiplies over 1, 2 or 3 threads (forced on

@@ -332,7 +332,9 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, AttrValue)> {
         Op::Identity | Op::Dropout => vec![],
         Op::Cast { to } => vec![("to", V::Word(to.name()))],
         Op::Gather { axis } => vec![("axis", V::usize(*axis))],
-        Op::Quantize | Op::Dequantize | Op::QMatMul | Op::MatMulInteger => vec![],
+        Op::Quantize | Op::Dequantize | Op::QMatMul | Op::MatMulInteger | Op::DynamicQuantize => {
+            vec![]
+        }
     }
 }
 
@@ -820,6 +822,7 @@ pub(crate) fn op_from_attrs(
         "dequantize" => Op::Dequantize,
         "qmatmul" => Op::QMatMul,
         "matmul_integer" => Op::MatMulInteger,
+        "dynamic_quantize" => Op::DynamicQuantize,
         other => match activation_from(other, &mut r)? {
             Some(act) => Op::Activation(act),
             None => {

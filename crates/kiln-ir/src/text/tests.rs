@@ -559,6 +559,17 @@ fn every_op_graph() -> Graph {
         &[raw_m, raw_m],
         vec![ty(DType::I32, &[4, 4])],
     );
+    node(
+        &mut g,
+        "dynq",
+        Op::DynamicQuantize,
+        &[m],
+        vec![
+            ty(DType::U8, &[4, 4]),
+            ty(DType::F32, &[]),
+            ty(DType::U8, &[]),
+        ],
+    );
     let flags = g.add_const(
         "flags",
         Tensor::new(vec![3], TensorData::Bool(vec![true, false, true])).unwrap(),

@@ -31,6 +31,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Flatten",
     "Gather",
     "Gemm",
@@ -151,6 +152,7 @@ pub(crate) fn convert(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
         "QLinearMatMul" => quant::qlinear_matmul(im, cx),
         "ConvInteger" => quant::conv_integer(im, cx),
         "MatMulInteger" => quant::matmul_integer(im, cx),
+        "DynamicQuantizeLinear" => quant::dynamic_quantize_linear(im, cx),
         _ => Err(unsupported(cx)),
     }
 }

@@ -322,6 +322,20 @@ pub(crate) fn conv_integer(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxErr
     Ok(())
 }
 
+/// DynamicQuantizeLinear: x → y (u8), y_scale, y_zero_point, all three IR outputs (named even
+/// when the model drops them).
+pub(crate) fn dynamic_quantize_linear(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
+    let x = im.req_input(cx, 0)?;
+    let outputs: Vec<String> = (0..3)
+        .map(|i| match im.output_name(cx, i) {
+            Some(name) => name.to_string(),
+            None => im.fresh_value_name(&format!("{}_unused", cx.node.name)),
+        })
+        .collect();
+    im.emit(cx, Op::DynamicQuantize, &[x], &outputs)?;
+    Ok(())
+}
+
 pub(crate) fn matmul_integer(im: &mut Importer, cx: &NodeCx) -> Result<(), OnnxError> {
     let inputs = integer_op_inputs(im, cx)?;
     let out = im.main_output(cx)?;
