@@ -20,6 +20,8 @@
 //! - any dtype: [`concat`](mod@concat) ([`ConcatKernel`], a byte copy); [`resize`] ([`ResizeKernel`]:
 //!   nearest as a gather of any dtype, linear / cubic on f32 in the interpreter's f64
 //!   arithmetic);
+//! - [`aot`]: ahead-of-time compilation of the same kernels for an explicit target
+//!   (x86-64, AArch64 with `+dotprod`/`+i8mm`) into a relocatable object with a C entry point;
 //! - [`probe`]: the host's clock and peak `pmaddwd`/`vpdpbusd` rates, to report kernels'
 //!   efficiency.
 //!
@@ -63,6 +65,7 @@
 //! | [`ConcatKernel`] | `concat` | `compile(axis, &[x_ty..], out_ty, ..)` | `run_into(&[bytes..], out)` |
 //! | [`ResizeKernel`] | `resize` | `compile(&ResizeAttrs, x_ty, out_ty, ..)` | `run_into(x: &[u8], out, &mut ResizeScratch)` (bytes of any dtype) |
 
+pub mod aot;
 pub mod concat;
 pub mod error;
 pub mod fconv;

@@ -3,6 +3,10 @@
 //! quantization and activation, with its weights packed, and run it on input buffers.
 //! Results equal `kiln-interp`'s bit for bit (see docs/kernels.md for the arithmetic).
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "../aot/parts/qconv.rs"]
+mod aot_parts;
+
 mod depthwise;
 pub(crate) mod emit;
 pub(crate) mod layout;
