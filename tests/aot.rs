@@ -16,7 +16,7 @@
 
 use kiln_codegen::aot::AotTarget;
 use kiln_codegen::QConvTuning;
-use kiln_ir::{Graph, Op, Tensor, ValueId};
+use kiln_ir::{Graph, Op, Tensor};
 use kiln_opt::{pipeline, run_pipeline, OptLevel, OptOptions};
 use kiln_quant::{input_specs, CalibrationSet, Progress, QuantizeConfig};
 use kiln_runtime::aot::{compile_object, AotOptions};
