@@ -12,7 +12,8 @@
 //!
 //! Needs cc, aarch64-linux-gnu-gcc, qemu-aarch64 and nm (tools/test.sh installs them); when
 //! one is missing the test prints why and passes, except under `CI=true`, where it fails.
-//! SqueezeNet needs `$KILN_ASSETS` and runs in release builds only (tools/test.sh runs it).
+//! SqueezeNet needs `$KILN_ASSETS` and runs in release builds (tools/test.sh runs it), or in
+//! debug with `KILN_AOT_DEBUG=1`.
 
 use kiln_codegen::aot::AotTarget;
 use kiln_codegen::QConvTuning;
@@ -288,8 +289,10 @@ fn main() -> ExitCode {
     let mut cases: Vec<(&str, Result<(Graph, Vec<Tensor>), String>)> =
         vec![("residual", residual_block())];
     match std::env::var_os("KILN_ASSETS") {
-        Some(_) if cfg!(debug_assertions) => {
-            println!("aot: squeezenet runs in release builds (tools/test.sh)")
+        Some(_) if cfg!(debug_assertions) && std::env::var_os("KILN_AOT_DEBUG").is_none() => {
+            println!(
+                "aot: squeezenet runs in release builds (tools/test.sh; KILN_AOT_DEBUG=1 in debug)"
+            )
         }
         Some(assets) => cases.push(("squeezenet", squeezenet(Path::new(&assets)))),
         None => println!("aot: KILN_ASSETS unset: squeezenet skipped"),

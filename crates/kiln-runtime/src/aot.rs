@@ -358,14 +358,17 @@ fn header(
         env!("CARGO_PKG_VERSION"),
         target.triple()
     ));
-    h.push_str(
-        " *\n * Buffers are row-major, little-endian, of exactly the sizes below; inputs and\n\
-         * outputs need no particular alignment. The scratch must be 64-byte aligned and\n\
-         * NAME_scratch_size() bytes; it holds every intermediate value, so one scratch per\n\
-         * concurrent call. The object needs nothing at run time (no libc, no allocation).\n */\n"
-            .replace("NAME", name)
-            .as_str(),
-    );
+    for line in [
+        " *",
+        " * Buffers are row-major, little-endian, of exactly the sizes below; inputs and",
+        " * outputs need no particular alignment. The scratch must be 64-byte aligned and",
+        " * NAME_scratch_size() bytes; it holds every intermediate value, so one scratch per",
+        " * concurrent call. The object needs nothing at run time (no libc, no allocation).",
+        " */",
+    ] {
+        h.push_str(&line.replace("NAME", name));
+        h.push('\n');
+    }
     h.push_str(&format!(
         "#ifndef {guard}\n#define {guard}\n\n#include <stddef.h>\n\n"
     ));
