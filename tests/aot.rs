@@ -8,7 +8,8 @@
 //! entering each Dequantize are added as graph outputs, so the integer kernels are also
 //! compared bit for bit with the interpreter (the f32 islands after them are the
 //! interpreter's arithmetic only up to rounding: docs/kernels.md). `nm` must show
-//! `NAME_run` and `NAME_scratch_size` as the only global symbols.
+//! `NAME_run` and `NAME_scratch_size` as the only global symbols. `KILN_AOT_KEEP=1` keeps
+//! the objects, headers and executables.
 //!
 //! Needs cc, aarch64-linux-gnu-gcc, qemu-aarch64 and nm (tools/test.sh installs them); when
 //! one is missing the test prints why and passes, except under `CI=true`, where it fails.
@@ -304,14 +305,18 @@ fn main() -> ExitCode {
             failures.push(name);
         }
     }
-    if failures.is_empty() {
-        let _ = std::fs::remove_dir_all(&work);
-        ExitCode::SUCCESS
-    } else {
+    if !failures.is_empty() {
         eprintln!(
             "aot: {} case(s) failed: {failures:?} (files in {work:?})",
             failures.len()
         );
-        ExitCode::FAILURE
+        return ExitCode::FAILURE;
     }
+    if std::env::var_os("KILN_AOT_KEEP").is_some() {
+        println!("aot: all cases passed; files kept in {work:?}");
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+        println!("aot: all cases passed");
+    }
+    ExitCode::SUCCESS
 }
