@@ -1,17 +1,20 @@
 //! Ahead-of-time objects (docs/aot.md) against the JIT and the interpreter, bit for bit:
 //! each case (the demo model's residual block, quantized; realized SqueezeNet, quantized on
-//! its calibration samples) is compiled with `kiln_runtime::aot::compile_object` for
-//! x86_64-unknown-linux-gnu and for aarch64-unknown-linux-gnu with and without
-//! `+dotprod`, linked with examples/aot/run_model.c, and run natively and under
+//! its calibration samples; the residual block also with i8 activations) is compiled with
+//! `kiln_runtime::aot::compile_object` for x86_64-unknown-linux-gnu and for
+//! aarch64-unknown-linux-gnu without features, with `+dotprod`, `+i8mm` and both, linked with
+//! examples/aot/run_model.c, and run natively and under
 //! `qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu`. Every output file must equal the JIT's
 //! output bytes, and the objects of both ISAs must produce the same bytes. The int8 tensors
 //! entering each Dequantize are added as graph outputs, so the integer kernels are also
 //! compared bit for bit with the interpreter (the f32 islands after them are the
 //! interpreter's arithmetic only up to rounding: docs/kernels.md). `nm` must show
-//! `NAME_run` and `NAME_scratch_size` as the only global symbols. `KILN_AOT_KEEP=1` keeps
-//! the objects, headers and executables.
+//! `NAME_run` and `NAME_scratch_size` as the only global symbols, and
+//! `aarch64-linux-gnu-objdump -d` the byte dot product each AArch64 variant must select
+//! (`sdot`, `usdot` or neither, [`Variant::dot_u8`]) and not the other. `KILN_AOT_KEEP=1`
+//! keeps the objects, headers and executables.
 //!
-//! Needs cc, aarch64-linux-gnu-gcc, qemu-aarch64 and nm (tools/test.sh installs them); when
+//! Needs cc, aarch64-linux-gnu-gcc, aarch64-linux-gnu-objdump, qemu-aarch64 and nm (tools/test.sh installs them); when
 //! one is missing the test prints why and passes, except under `CI=true`, where it fails.
 //! SqueezeNet needs `$KILN_ASSETS` and runs in release builds (tools/test.sh runs it), or in
 //! debug with `KILN_AOT_DEBUG=1`.
@@ -20,7 +23,9 @@ use kiln_codegen::aot::AotTarget;
 use kiln_codegen::QConvTuning;
 use kiln_ir::{Graph, Op, Tensor};
 use kiln_opt::{pipeline, run_pipeline, OptLevel, OptOptions};
-use kiln_quant::{input_specs, CalibrationSet, Progress, QuantizeConfig};
+use kiln_quant::{
+    input_specs, ActivationType, CalibrationSet, Progress, QuantScheme, QuantizeConfig,
+};
 use kiln_runtime::aot::{compile_object, AotOptions};
 use kiln_runtime::{Model, Options};
 use std::path::{Path, PathBuf};
@@ -32,15 +37,21 @@ const ARM: &str = "aarch64-unknown-linux-gnu";
 
 /// The tools the test runs; `None` when all are present, else what is missing.
 fn missing_tools() -> Option<String> {
-    let missing: Vec<&str> = ["cc", "aarch64-linux-gnu-gcc", "qemu-aarch64", "nm"]
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .output()
-                .map_or(true, |o| !o.status.success())
-        })
-        .collect();
+    let missing: Vec<&str> = [
+        "cc",
+        "aarch64-linux-gnu-gcc",
+        "aarch64-linux-gnu-objdump",
+        "qemu-aarch64",
+        "nm",
+    ]
+    .into_iter()
+    .filter(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .map_or(true, |o| !o.status.success())
+    })
+    .collect();
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
@@ -90,6 +101,11 @@ struct Variant {
     label: &'static str,
     triple: &'static str,
     features: &'static [&'static str],
+    /// The AArch64 byte dot product the object must contain with u8 activations (none:
+    /// neither `sdot` nor `usdot`), as `InnerProduct::select` picks it.
+    dot_u8: Option<&'static str>,
+    /// The same with i8 activations.
+    dot_i8: Option<&'static str>,
 }
 
 const VARIANTS: &[Variant] = &[
@@ -99,22 +115,69 @@ const VARIANTS: &[Variant] = &[
         label: "x86-64",
         triple: X86,
         features: &["+avx", "+avx2", "+fma"],
+        dot_u8: None,
+        dot_i8: None,
     },
     Variant {
         label: "aarch64",
         triple: ARM,
         features: &[],
+        dot_u8: None,
+        dot_i8: None,
     },
+    // u8 activations shifted to i8 (bias folds 128·Σw)
     Variant {
         label: "aarch64+dotprod",
         triple: ARM,
         features: &["+dotprod"],
+        dot_u8: Some("sdot"),
+        dot_i8: Some("sdot"),
+    },
+    // i8 activations shifted to u8
+    Variant {
+        label: "aarch64+i8mm",
+        triple: ARM,
+        features: &["+i8mm"],
+        dot_u8: Some("usdot"),
+        dot_i8: Some("usdot"),
+    },
+    // each activation type unshifted
+    Variant {
+        label: "aarch64+dotprod+i8mm",
+        triple: ARM,
+        features: &["+dotprod", "+i8mm"],
+        dot_u8: Some("usdot"),
+        dot_i8: Some("sdot"),
     },
 ];
 
+/// How many instructions of each mnemonic in `mnemonics` the disassembly of `object` has.
+fn count_mnemonics(object: &Path, mnemonics: &[&str]) -> Result<Vec<usize>, String> {
+    let dump = run(Command::new("aarch64-linux-gnu-objdump")
+        .arg("-d")
+        .arg(object))?;
+    let text = String::from_utf8_lossy(&dump.stdout);
+    // an instruction line is `addr:\tencoding \tmnemonic\toperands`; the hex encoding
+    // never equals a mnemonic
+    Ok(mnemonics
+        .iter()
+        .map(|m| {
+            text.lines()
+                .filter(|l| l.split_whitespace().nth(2) == Some(m))
+                .count()
+        })
+        .collect())
+}
+
 /// Compile, link and run `graph` on `inputs` for every variant; compare with the JIT
 /// (all outputs) and the interpreter (integer outputs).
-fn check_case(name: &str, graph: &Graph, inputs: &[Tensor], work: &Path) -> Result<(), String> {
+fn check_case(
+    name: &str,
+    i8_activations: bool,
+    graph: &Graph,
+    inputs: &[Tensor],
+    work: &Path,
+) -> Result<(), String> {
     let graph = with_integer_outputs(graph.clone());
     let jit = Model::from_graph(graph.clone())
         .compile(&Options::default())
@@ -161,6 +224,22 @@ fn check_case(name: &str, graph: &Graph, inputs: &[Tensor], work: &Path) -> Resu
         let expected = vec![format!("{symbol}_run"), format!("{symbol}_scratch_size")];
         if globals != expected {
             return Err(format!("{}: nm shows globals {globals:?}", v.label));
+        }
+        let mut dot_note = String::new();
+        if v.triple == ARM {
+            let want = if i8_activations { v.dot_i8 } else { v.dot_u8 };
+            let names = ["sdot", "usdot"];
+            let counts = count_mnemonics(&o, &names)?;
+            for (name, &count) in names.iter().zip(&counts) {
+                if (want == Some(*name)) != (count > 0) {
+                    return Err(format!(
+                        "{}: {count} `{name}` in the object, expected {}",
+                        v.label,
+                        if want == Some(*name) { "some" } else { "none" }
+                    ));
+                }
+            }
+            dot_note = format!(", {} sdot, {} usdot", counts[0], counts[1]);
         }
         let exe = dir.join(format!("run_{symbol}"));
         let cc = if v.triple == ARM {
@@ -223,14 +302,15 @@ fn check_case(name: &str, graph: &Graph, inputs: &[Tensor], work: &Path) -> Resu
             }
         }
         println!(
-            "aot {name} {:<16} object {:>9} bytes ({} functions, {} code, {} data), scratch {} \
-             bytes, compile {:.2?}, run {:.2?}{}: {} outputs equal the JIT's bit for bit",
+            "aot {name} {:<20} object {:>9} bytes ({} functions, {} code, {} data), scratch {} \
+             bytes{}, compile {:.2?}, run {:.2?}{}: {} outputs equal the JIT's bit for bit",
             v.label,
             object.object.len(),
             object.stats.functions,
             object.stats.code_bytes,
             object.stats.data_bytes,
             object.stats.scratch_bytes,
+            dot_note,
             compile_time,
             run_time,
             if v.triple == ARM { " (qemu)" } else { "" },
@@ -241,14 +321,18 @@ fn check_case(name: &str, graph: &Graph, inputs: &[Tensor], work: &Path) -> Resu
 }
 
 /// The demo model (a conv stem, a residual block, a classifier head), quantized on seeded
-/// noise.
-fn residual_block() -> Result<(Graph, Vec<Tensor>), String> {
+/// noise with `activations`.
+fn residual_block(activations: ActivationType) -> Result<(Graph, Vec<Tensor>), String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.onnx");
     let graph = kiln_onnx::import_file(&path, &Default::default()).map_err(|e| e.to_string())?;
     let data = CalibrationSet::random(&input_specs(&graph), 4, 7).map_err(|e| e.to_string())?;
     let config = QuantizeConfig {
         eval_samples: Some(1),
         progress: Progress::Hidden,
+        scheme: QuantScheme {
+            activations,
+            ..QuantScheme::default()
+        },
         ..QuantizeConfig::default()
     };
     let quantized = kiln_quant::quantize(&graph, &data, &config).map_err(|e| e.to_string())?;
@@ -287,19 +371,32 @@ fn main() -> ExitCode {
     }
     let work: PathBuf = std::env::temp_dir().join(format!("kiln-aot-{}", std::process::id()));
     let mut failures = Vec::new();
-    let mut cases: Vec<(&str, Result<(Graph, Vec<Tensor>), String>)> =
-        vec![("residual", residual_block())];
+    // (name, i8 activations, the case)
+    type Case = (&'static str, bool, Result<(Graph, Vec<Tensor>), String>);
+    let mut cases: Vec<Case> = vec![
+        (
+            "residual",
+            false,
+            residual_block(ActivationType::U8Asymmetric),
+        ),
+        (
+            "residual_i8",
+            true,
+            residual_block(ActivationType::I8Symmetric),
+        ),
+    ];
     match std::env::var_os("KILN_ASSETS") {
         Some(_) if cfg!(debug_assertions) && std::env::var_os("KILN_AOT_DEBUG").is_none() => {
             println!(
                 "aot: squeezenet runs in release builds (tools/test.sh; KILN_AOT_DEBUG=1 in debug)"
             )
         }
-        Some(assets) => cases.push(("squeezenet", squeezenet(Path::new(&assets)))),
+        Some(assets) => cases.push(("squeezenet", false, squeezenet(Path::new(&assets)))),
         None => println!("aot: KILN_ASSETS unset: squeezenet skipped"),
     }
-    for (name, case) in cases {
-        let result = case.and_then(|(graph, inputs)| check_case(name, &graph, &inputs, &work));
+    for (name, i8_activations, case) in cases {
+        let result = case
+            .and_then(|(graph, inputs)| check_case(name, i8_activations, &graph, &inputs, &work));
         if let Err(e) = result {
             eprintln!("aot {name}: FAILED: {e}");
             failures.push(name);
