@@ -353,7 +353,7 @@ fn squeezenet(assets: &Path) -> Result<(Graph, Vec<Tensor>), String> {
         ..QuantizeConfig::default()
     };
     let quantized = kiln_quant::quantize(&graph, &data, &config).map_err(|e| e.to_string())?;
-    let input = kiln_ir::npy::read_npy_file(&models.join("squeezenet.input_0.npy"))
+    let input = kiln_ir::npy::read_npy_file(models.join("squeezenet.input_0.npy"))
         .map_err(|e| e.to_string())?;
     Ok((optimized(&quantized.graph)?, vec![input]))
 }
