@@ -28,6 +28,11 @@ fi
 export KILN_ASSETS="$ASSETS"
 export KILN_PYTHON="$PWD/.venv/bin/python"
 
+# Ahead-of-time objects are linked for x86-64 and AArch64 and run under qemu (tests/aot.rs).
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user
+fi
+
 step "unit, snapshot and conformance tests (cargo test --workspace)"
 cargo test --workspace
 
@@ -45,3 +50,6 @@ cargo test --release -p kiln-cli --test jit_exact
 
 step "optimizer vs onnxruntime: kiln opt -O1 -o model.onnx on real architectures (release)"
 cargo test --release -p kiln-cli --test opt_ort
+
+step "ahead-of-time objects for x86-64 and AArch64 (qemu) vs the JIT and interpreter (release)"
+cargo test --release -p kiln-cli --test aot

@@ -3,6 +3,7 @@
 //! adds the file being worked on.
 
 mod bench;
+mod compile;
 mod demo;
 mod info;
 mod jit;
@@ -76,6 +77,15 @@ enum Command {
     /// `bench: model=NAME threads=N compile_ms=X median_ms=Y p90_ms=Z peak_bytes=B`
     /// (then `ort_f32_median_ms=`, `ort_int8_median_ms=` with --compare-ort).
     Bench(bench::BenchArgs),
+    /// Compile a model ahead of time to a relocatable object (x86-64 or AArch64) and a C
+    /// header, to link into a C program: `NAME_scratch_size()` and `NAME_run(inputs,
+    /// outputs, scratch)`, nothing else exported, no run-time dependency.
+    ///
+    /// `kiln compile m.onnx --calibration samples/ --target aarch64-unknown-linux-gnu
+    /// --cpu-features +dotprod --name m -o m.o --header m.h` quantizes (the options of
+    /// `kiln quantize`), compiles every kernel for the target and writes both files; a QDQ
+    /// ONNX or integer .kir model is compiled as it is (docs/aot.md).
+    Compile(compile::CompileArgs),
 }
 
 fn main() {
@@ -89,6 +99,7 @@ fn main() {
         Command::Quantize(args) => quantize::quantize(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Compile(args) => compile::compile(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", error_chain(&err));

@@ -200,11 +200,10 @@ pub(crate) fn pmaddwd_accumulate(b: &mut FunctionBuilder, acc: Value, a: Value, 
 /// I32X4 result adds `Σ_{h<4} a[4j+h]·w[4j+h]`. Written as the tree the x64 backend folds
 /// into one `vpdpbusd` with AVX-VNNI or AVX512-VNNI+VL (cranelift-codegen
 /// `isa/x64/lower.isle`, rules 7 and 8 after "AVX-VNNI: fold the u8*i8 widening
-/// dot-accumulate tree"): `iadd(iadd_pairwise(iadd_pairwise(swiden_low lo, swiden_high lo),
-/// iadd_pairwise(swiden_low hi, swiden_high hi)), acc)` with `lo = imul(swiden_low w,
-/// uwiden_low a)`, `hi` likewise — the signed operand first, the accumulator last. Its
-/// meaning is exact everywhere: a u8·s8 product fits i16, four of them fit i32, and the
-/// accumulation wraps like `vpdpbusd` (not the saturating `vpdpbusds`).
+/// dot-accumulate tree"): [`byte_dot_tree`] with `lo = imul(swiden_low w, uwiden_low a)`,
+/// `hi` likewise — the signed operand first. Its meaning is exact everywhere: a u8·s8
+/// product fits i16, four of them fit i32, and the accumulation wraps like `vpdpbusd`
+/// (not the saturating `vpdpbusds`).
 pub(crate) fn vpdpbusd_accumulate(
     b: &mut FunctionBuilder,
     acc: Value,
@@ -217,6 +216,42 @@ pub(crate) fn vpdpbusd_accumulate(
     let a_hi = b.ins().uwiden_high(a);
     let lo = b.ins().imul(w_lo, a_lo);
     let hi = b.ins().imul(w_hi, a_hi);
+    byte_dot_tree(b, acc, lo, hi)
+}
+
+/// `acc + usdot(a, w)`: [`vpdpbusd_accumulate`]'s meaning (`a` u8, `w` i8) as the tree
+/// Cranelift's AArch64 backend folds into one `usdot` with FEAT_I8MM
+/// (cranelift-codegen `isa/aarch64/lower.isle`, rule 9 after "With FEAT_I8MM"): the
+/// *unsigned* operand first in each `imul`, `lo = imul(uwiden_low a, swiden_low w)`.
+pub(crate) fn usdot_accumulate(b: &mut FunctionBuilder, acc: Value, a: Value, w: Value) -> Value {
+    let a_lo = b.ins().uwiden_low(a);
+    let w_lo = b.ins().swiden_low(w);
+    let a_hi = b.ins().uwiden_high(a);
+    let w_hi = b.ins().swiden_high(w);
+    let lo = b.ins().imul(a_lo, w_lo);
+    let hi = b.ins().imul(a_hi, w_hi);
+    byte_dot_tree(b, acc, lo, hi)
+}
+
+/// `acc + sdot(a, w)` on I8X16 operands, both read as i8: lane `j` adds
+/// `Σ_{h<4} a[4j+h]·w[4j+h]`, as the tree the AArch64 backend folds into one `sdot` with
+/// FEAT_DotProd (`isa/aarch64/lower.isle`, rule 8 after "With FEAT_DotProd"). Exact: an
+/// s8·s8 product fits i16 (−128·−128 = 16384), four of them fit i32.
+pub(crate) fn sdot_accumulate(b: &mut FunctionBuilder, acc: Value, a: Value, w: Value) -> Value {
+    let a_lo = b.ins().swiden_low(a);
+    let w_lo = b.ins().swiden_low(w);
+    let a_hi = b.ins().swiden_high(a);
+    let w_hi = b.ins().swiden_high(w);
+    let lo = b.ins().imul(a_lo, w_lo);
+    let hi = b.ins().imul(a_hi, w_hi);
+    byte_dot_tree(b, acc, lo, hi)
+}
+
+/// The reduction both backends match after the I16X8 products `lo` (low bytes) and `hi`
+/// (high bytes): `iadd(iadd_pairwise(iadd_pairwise(swiden_low lo, swiden_high lo),
+/// iadd_pairwise(swiden_low hi, swiden_high hi)), acc)` — all in i32, the accumulator
+/// last.
+fn byte_dot_tree(b: &mut FunctionBuilder, acc: Value, lo: Value, hi: Value) -> Value {
     let lo_l = b.ins().swiden_low(lo);
     let lo_h = b.ins().swiden_high(lo);
     let lo_sum = b.ins().iadd_pairwise(lo_l, lo_h);

@@ -4,6 +4,10 @@
 //! last `len % 16` bytes one at a time. Exact by construction (bytes are moved, not
 //! computed).
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/concat.rs"]
+mod aot_parts;
+
 use crate::clif::{at, counted_loop, mem, scaled};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::tensor_io::shape_name;

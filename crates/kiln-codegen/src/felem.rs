@@ -11,6 +11,10 @@
 //! dims merge while every operand stays row-major across them, and the innermost run is
 //! contiguous or broadcast for each operand.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/felem.rs"]
+mod aot_parts;
+
 use crate::clif::{counted_loop, mem, mem_aligned, scaled};
 use crate::fact::activate;
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};

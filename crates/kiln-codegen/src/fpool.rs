@@ -11,6 +11,10 @@
 //! taps, or taps inside the padded extent with `count_include_pad`; 1 for an all-padding
 //! window, whose sum is 0) — the interpreter's arithmetic, so results are bit-identical.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/fpool.rs"]
+mod aot_parts;
+
 use crate::clif::{splat_f32, vcast};
 use crate::jit::{kernel_identity, JitOptions};
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};

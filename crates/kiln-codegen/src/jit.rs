@@ -1,6 +1,8 @@
 //! The JIT: one Cranelift `JITModule` for the host ISA (detected by cranelift-native,
 //! optimized for speed), which compiles CLIF functions to callable machine code and frees it
 //! when dropped; plus [`IsaFeatures`], the instruction-set extensions the kernels select on.
+//! Inside [`crate::aot::recording`] a `Jit` records the functions instead (built for the
+//! ahead-of-time target), so the AOT build reuses every kernel generator unchanged.
 
 use crate::CodegenError;
 use cranelift_codegen::ir::{self, AbiParam, Function, Signature, UserFuncName, Value};
@@ -45,7 +47,7 @@ pub struct IsaFeatures {
 }
 
 impl IsaFeatures {
-    fn of(isa: &dyn TargetIsa) -> IsaFeatures {
+    pub(crate) fn of(isa: &dyn TargetIsa) -> IsaFeatures {
         let flags = isa.isa_flags();
         let on = |name: &str| {
             flags
@@ -81,8 +83,12 @@ impl IsaFeatures {
 
 /// A JIT module for the host. Code it compiled stays valid until the `Jit` is dropped.
 pub struct Jit {
-    /// `None` only during `drop`, which hands the module to `free_memory`.
+    /// `None` only during `drop`, which hands the module to `free_memory`, and for a
+    /// recording `Jit`.
     module: Option<JITModule>,
+    /// Set when the `Jit` records functions for an ahead-of-time target instead of
+    /// compiling them (`crate::aot`).
+    recording: Option<Recording>,
     features: IsaFeatures,
     options: JitOptions,
     /// `(function name, VCode listing)` when `capture_disassembly` is on.
@@ -101,7 +107,22 @@ impl std::fmt::Debug for Jit {
 impl Jit {
     /// A JIT for the machine this runs on. Fails on hosts Cranelift does not support and on
     /// x86-64 without SSE4.1, the baseline kiln's kernels assume (`roundps`, `pmovsx*`).
+    ///
+    /// Inside [`crate::aot::recording`] it is a recording `Jit` for the AOT target instead:
+    /// its functions are kept as CLIF for the object file, never compiled or run.
     pub fn host(options: &JitOptions) -> Result<Jit, CodegenError> {
+        if let Some(isa) = crate::aot::recording_isa() {
+            return Ok(Jit {
+                module: None,
+                features: IsaFeatures::of(&*isa),
+                recording: Some(Recording {
+                    isa,
+                    functions: Vec::new(),
+                }),
+                options: options.clone(),
+                disassembly: Vec::new(),
+            });
+        }
         let isa = host_isa(options)?;
         let features = IsaFeatures::of(&*isa);
         if features.is_x86_64() && !features.has_sse41 {
@@ -112,6 +133,7 @@ impl Jit {
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         Ok(Jit {
             module: Some(module),
+            recording: None,
             features,
             options: options.clone(),
             disassembly: Vec::new(),
@@ -134,19 +156,27 @@ impl Jit {
             .expect("the module is only taken out in drop")
     }
 
+    /// The ISA functions are built for: the JIT's, or the recording's target.
+    fn isa(&self) -> &dyn TargetIsa {
+        match &self.recording {
+            Some(recording) => &*recording.isa,
+            None => self.module().isa(),
+        }
+    }
+
     /// The integer type of a pointer on the target.
     pub fn pointer_type(&self) -> ir::Type {
-        self.module().target_config().pointer_type()
+        self.target_config().pointer_type()
     }
 
     pub fn target_config(&self) -> cranelift_codegen::isa::TargetFrontendConfig {
-        self.module().target_config()
+        self.isa().frontend_config()
     }
 
     /// The signature of a kernel entry `extern "C" fn(p0, p1, …)` with `pointer_args`
     /// pointer arguments and no result.
     pub fn pointer_signature(&self, pointer_args: usize) -> Signature {
-        let mut sig = self.module().make_signature();
+        let mut sig = Signature::new(self.isa().default_call_conv());
         let ptr = self.pointer_type();
         sig.params
             .extend(std::iter::repeat_n(AbiParam::new(ptr), pointer_args));
@@ -160,6 +190,10 @@ impl Jit {
             function: name.to_string(),
             message,
         };
+        if let Some(recording) = &mut self.recording {
+            recording.functions.push((name.to_string(), func));
+            return Ok(recorded_function_called as *const u8);
+        }
         let capture = self.options.capture_disassembly;
         let module = self.module_mut();
         let id = module
@@ -218,6 +252,14 @@ impl Jit {
         Ok(unsafe { std::mem::transmute_copy::<*const u8, F>(&code) })
     }
 
+    /// The functions a recording `Jit` was handed, in order (empty for a compiling one).
+    pub(crate) fn take_recorded(&mut self) -> Vec<(String, Function)> {
+        self.recording
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.functions))
+            .unwrap_or_default()
+    }
+
     /// The machine code listing of a compiled function, when `capture_disassembly` was on.
     pub fn disassembly(&self, name: &str) -> Option<&str> {
         self.disassembly
@@ -236,6 +278,19 @@ impl Drop for Jit {
             unsafe { module.free_memory() };
         }
     }
+}
+
+/// What a recording `Jit` keeps: the target it builds for and the functions, as CLIF.
+struct Recording {
+    isa: OwnedTargetIsa,
+    functions: Vec<(String, Function)>,
+}
+
+/// The "code address" a recording `Jit` returns for a function: kernels built while
+/// recording are taken apart by `crate::aot` and never run, so this is never called; if it
+/// were, stopping is the only safe answer.
+extern "C" fn recorded_function_called() {
+    std::process::abort()
 }
 
 /// A kernel's hold on its finalized machine code: the [`Jit`] that compiled it, kept only
@@ -278,6 +333,11 @@ impl KernelCode {
     /// The listing of the kernel's main function (the one named like the kernel).
     pub fn main_disassembly(&self) -> Option<&str> {
         self.jit.disassembly(&self.name)
+    }
+
+    /// The functions of a kernel built while recording (`crate::aot`), in build order.
+    pub(crate) fn take_recorded(&mut self) -> Vec<(String, Function)> {
+        self.jit.take_recorded()
     }
 }
 

@@ -27,6 +27,8 @@
 //!   nearest as a gather of any dtype, linear / cubic on f32 in the interpreter's f64
 //!   arithmetic); [`movement`] ([`MoveKernel`]: Transpose, Slice, Split, Pad, Gather with
 //!   constant indices, as one gather by a per-axis offset plan);
+//! - [`aot`]: ahead-of-time compilation of the same kernels for an explicit target
+//!   (x86-64, AArch64 with `+dotprod`/`+i8mm`) into a relocatable object with a C entry point;
 //! - [`probe`]: the host's clock and peak `pmaddwd`/`vpdpbusd` rates, to report kernels'
 //!   efficiency.
 //!
@@ -77,6 +79,7 @@
 //! | [`MatMulIntegerKernel`] | `matmul_integer` (constant b) | `compile(a_ty, a_zp_ty, b, b_zp, out_ty, ..)` | `run_into(a: &[u8], a_zp: Option<&[u8]>, out: &mut [i32])` |
 //! | [`ResizeKernel`] | `resize` | `compile(&ResizeAttrs, x_ty, out_ty, ..)` | `run_into(x: &[u8], out, &mut ResizeScratch)` (bytes of any dtype) |
 
+pub mod aot;
 pub mod cast;
 pub mod concat;
 pub mod dynamic_quantize;

@@ -12,6 +12,10 @@
 //! 16-byte load per tap (a loop over a tap-offset table), and stores the valid channels
 //! into the NCHW output.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/maxpool.rs"]
+mod aot_parts;
+
 use crate::jit::{kernel_identity, JitOptions};
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};
 use crate::qconv::{AlignedBytes, Int8};

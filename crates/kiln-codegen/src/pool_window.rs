@@ -7,6 +7,10 @@
 //! running value over the taps (a loop over the tap table), optionally divided by the
 //! pixel's divisor, its valid lanes stored into their NCHW planes.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/pool_window.rs"]
+mod aot_parts;
+
 use crate::clif::{at, counted_loop, mem, mem_aligned, scaled};
 use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;

@@ -13,17 +13,18 @@
 //!   multipliers `s_a · s_b[col] / s_y` (f32, in that order), as QConv's epilogue reads
 //!   them.
 //! - `a` is widened per call into the scratch: per row, per k-step, the step's values
-//!   (i16 pairs, or u8 quads with i8 shifted by +128 for `vpdpbusd`) as one 32-bit word
-//!   repeated in the four lanes.
-//! - `vpdpbusd` is used where the host has it, [`QMatMulTuning::allow_vnni`] holds and the
+//!   (i16 pairs, or byte quads shifted to the signedness of the byte dot product,
+//!   [`InnerProduct::activation_offset`]) as one 32-bit word repeated in the four lanes.
+//! - A byte dot product (`vpdpbusd`, AArch64 `usdot`/`sdot`, [`InnerProduct::select`]) is
+//!   used where the target has it, [`QMatMulTuning::allow_vnni`] holds and the
 //!   centered `b` fits i8: checked on the values of a constant `b`; for a run-time `b`,
 //!   when it is i8 with all zero points 0.
 
 use crate::clif::{
-    at, counted_loop, define_function, pmaddwd_accumulate, range_loop, scaled, splat_i32,
-    vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, define_function, pmaddwd_accumulate, range_loop, scaled, sdot_accumulate,
+    splat_i32, usdot_accumulate, vpdpbusd_accumulate, Accumulate,
 };
-use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
+use crate::jit::{kernel_identity, IsaFeatures, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::qconv::emit::{epilogue, ro, Requant, TileConsts};
 use crate::qconv::layout::{STEPS_PER_ITERATION, STEP_BYTES};
@@ -62,7 +63,8 @@ pub struct QMatMulTuning {
     pub rows: usize,
     /// I32X4 vectors of output columns per tile.
     pub col_vectors: usize,
-    /// Use `vpdpbusd` where possible; `false` forces `pmaddwd`.
+    /// Use a byte dot product (`vpdpbusd`, `sdot`, `usdot`) where possible; `false` forces
+    /// `pmaddwd`.
     pub allow_vnni: bool,
 }
 
@@ -218,7 +220,7 @@ impl Plan {
     fn new(
         node: &QMatMulNode,
         tuning: &QMatMulTuning,
-        host_vnni: bool,
+        features: &IsaFeatures,
     ) -> Result<Plan, CodegenError> {
         let (a, b) = (&node.a_ty.shape, &node.b_ty.shape);
         if a.is_empty() || b.is_empty() {
@@ -289,8 +291,8 @@ impl Plan {
                 .all(|(i, &q)| (-128..=127).contains(&(q as i32 - zb[i % n]))),
             _ => node.b_ty.dtype == DType::I8 && zb.iter().all(|&z| z == 0),
         };
-        let inner = if tuning.allow_vnni && host_vnni && b_fits_i8 {
-            InnerProduct::Vpdpbusd
+        let inner = if tuning.allow_vnni && b_fits_i8 {
+            InnerProduct::select(features, node.a_ty.dtype)
         } else {
             InnerProduct::Pmaddwd
         };
@@ -337,10 +339,7 @@ impl Plan {
                 signed_out: node.out_ty.dtype == DType::I8,
             },
             inner,
-            activation_offset: match (inner, node.a_ty.dtype) {
-                (InnerProduct::Vpdpbusd, DType::I8) => 128,
-                _ => 0,
-            },
+            activation_offset: inner.activation_offset(node.a_ty.dtype),
             mr,
             nr,
             steps,
@@ -388,7 +387,7 @@ impl Plan {
                                 at += 2;
                             }
                             // chosen only when they fit i8
-                            InnerProduct::Vpdpbusd => {
+                            InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
                                 blob[at] = w as i8 as u8;
                                 at += 1;
                             }
@@ -438,7 +437,7 @@ impl Plan {
                     let v = values.get(step * cps + h).map_or(0, |&x| Self::value(x));
                     word |= match self.inner {
                         InnerProduct::Pmaddwd => (v as i16 as u16 as u32) << (16 * h),
-                        InnerProduct::Vpdpbusd => {
+                        InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
                             ((v + self.activation_offset) as u8 as u32) << (8 * h)
                         }
                     };
@@ -510,6 +509,8 @@ fn column_tile(
     let (vector, accumulate): (_, Accumulate) = match plan.inner {
         InnerProduct::Pmaddwd => (types::I16X8, pmaddwd_accumulate),
         InnerProduct::Vpdpbusd => (types::I8X16, vpdpbusd_accumulate),
+        InnerProduct::Usdot => (types::I8X16, usdot_accumulate),
+        InnerProduct::Sdot => (types::I8X16, sdot_accumulate),
     };
     let row_bytes = plan.steps * STEP_BYTES;
     let step_weights = nr * 16;
@@ -605,7 +606,7 @@ impl QMatMulKernel {
         tuning: &QMatMulTuning,
     ) -> Result<QMatMulKernel, CodegenError> {
         let mut jit = Jit::host(options)?;
-        let plan = Plan::new(node, tuning, jit.features().has_xmm_vnni())?;
+        let plan = Plan::new(node, tuning, jit.features())?;
         let packed_b = match node.b.map(|t| t.data()) {
             None => None,
             Some(data) => {

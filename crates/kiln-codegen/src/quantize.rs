@@ -18,6 +18,10 @@
 //! `inner % 4` elements one at a time through the same vector code (splat in, lane 0 out),
 //! so every element takes exactly the same instructions.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/quantize.rs"]
+mod aot_parts;
+
 use crate::clif::{counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::Int8;

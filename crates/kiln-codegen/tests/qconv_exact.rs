@@ -307,15 +307,13 @@ fn conv_output_shape(case: &Case) -> Vec<usize> {
 }
 
 /// The inner product the default tuning must pick for a case with symmetric i8 weights
-/// (centered weights in [-128, 127]): `vpdpbusd` exactly when the host has VNNI.
+/// (centered weights in [-128, 127]): the host's byte dot product (`vpdpbusd` on x86 VNNI,
+/// `sdot`/`usdot` on AArch64 with dotprod/i8mm, `InnerProduct::select`), else `pmaddwd`.
 fn expected_default_inner(case: &Case) -> InnerProduct {
     assert!(case.symmetric_weights && !case.w_unsigned);
     let host = Jit::host(&JitOptions::default()).expect("host is supported");
-    if host.features().has_xmm_vnni() {
-        InnerProduct::Vpdpbusd
-    } else {
-        InnerProduct::Pmaddwd
-    }
+    let x_dtype = if case.x_signed { DType::I8 } else { DType::U8 };
+    InnerProduct::select(host.features(), x_dtype)
 }
 
 proptest! {

@@ -294,11 +294,9 @@ proptest! {
         let default = check(&case, &QMatMulTuning::default()).map_err(TestCaseError::fail)?;
         if case.symmetric_b && case.b_signed {
             let host = Jit::host(&JitOptions::default()).expect("host is supported");
-            let want = if host.features().has_xmm_vnni() {
-                InnerProduct::Vpdpbusd
-            } else {
-                InnerProduct::Pmaddwd
-            };
+            // vpdpbusd on x86 VNNI, sdot/usdot on AArch64 with dotprod/i8mm, else pmaddwd
+            let a_dtype = if case.a_signed { DType::I8 } else { DType::U8 };
+            let want = InnerProduct::select(host.features(), a_dtype);
             prop_assert_eq!(default, want);
         }
         for allow_vnni in [false, true] {

@@ -21,8 +21,11 @@
 //!
 //! - [`memory`] — [`MemoryPlan`], offsets of intermediate values from liveness (best fit);
 //! - [`model`] — [`Model`] (load / from a graph) and [`CompiledModel`] (kernels, arena, run);
+//! - [`aot`] — [`aot::compile_object`], the model as a relocatable object for an explicit
+//!   target with a C entry point and header (docs/aot.md);
 //! - [`error`] — [`RuntimeError`].
 
+pub mod aot;
 pub mod error;
 pub mod memory;
 pub mod model;

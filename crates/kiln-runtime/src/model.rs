@@ -181,7 +181,7 @@ fn has_kernel(graph: &Graph, node: &Node) -> bool {
 }
 
 /// Ops whose output holds the input's bytes unchanged (a new shape, or the identity).
-fn is_shape_only(op: &Op) -> bool {
+pub(crate) fn is_shape_only(op: &Op) -> bool {
     matches!(
         op,
         Op::Reshape { .. }
@@ -793,7 +793,7 @@ impl CompiledModel {
 /// ops it keeps in float (ConvTranspose) as dequantized i8 / i32 constants, and f32 kernels
 /// pack their weights when compiled. The values come from the Dequantize kernel itself, so
 /// they are the interpreter's bits. `None` when there is nothing to fold.
-fn fold_constant_dequantizes(
+pub(crate) fn fold_constant_dequantizes(
     graph: &Graph,
     options: &Options,
 ) -> Result<Option<Graph>, RuntimeError> {
@@ -833,14 +833,14 @@ fn fold_constant_dequantizes(
 }
 
 /// The node's inputs when there are `N` of them, or why not.
-fn exactly<const N: usize>(node: &Node) -> Result<[ValueId; N], String> {
+pub(crate) fn exactly<const N: usize>(node: &Node) -> Result<[ValueId; N], String> {
     node.inputs()
         .try_into()
         .map_err(|_| format!("{} inputs, expected {N}", node.inputs().len()))
 }
 
 /// The node's inputs when there are `min` to `max` of them, or why not.
-fn between(node: &Node, min: usize, max: usize) -> Result<&[ValueId], String> {
+pub(crate) fn between(node: &Node, min: usize, max: usize) -> Result<&[ValueId], String> {
     let ins = node.inputs();
     if (min..=max).contains(&ins.len()) {
         Ok(ins)
@@ -1282,7 +1282,11 @@ fn compile_node(
 }
 
 /// The data of an operand a kernel packs at compile time, or why there is none.
-fn constant_operand<'g>(graph: &'g Graph, v: ValueId, what: &str) -> Result<&'g Tensor, String> {
+pub(crate) fn constant_operand<'g>(
+    graph: &'g Graph,
+    v: ValueId,
+    what: &str,
+) -> Result<&'g Tensor, String> {
     match graph.node(v.node).op {
         Op::Const(_) => graph.const_tensor(v).ok_or_else(|| {
             format!(
@@ -1364,7 +1368,7 @@ fn step_views<'a>(
 }
 
 /// A tensor's elements as native-endian bytes, borrowed where the element type allows.
-fn tensor_bytes(tensor: &Tensor) -> Cow<'_, [u8]> {
+pub(crate) fn tensor_bytes(tensor: &Tensor) -> Cow<'_, [u8]> {
     match tensor.data() {
         TensorData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
         TensorData::I8(v) => Cow::Borrowed(bytemuck::cast_slice(v)),

@@ -34,8 +34,8 @@ use super::layout::InnerProduct;
 use super::plan::{QConvPlan, SP};
 use super::{Int8, QConvTuning};
 use crate::clif::{
-    at, counted_loop, define_function, mem_aligned, pmaddwd_accumulate, scaled, splat_i32,
-    vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, define_function, mem_aligned, pmaddwd_accumulate, scaled, sdot_accumulate,
+    splat_i32, usdot_accumulate, vpdpbusd_accumulate, Accumulate,
 };
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, Value};
@@ -48,7 +48,7 @@ pub(crate) struct DwLayout {
     pub mr: usize,
     pub nr: usize,
     pub inner: InnerProduct,
-    /// Added to every activation before the inner product (128 for i8 under `vpdpbusd`).
+    /// Added to every activation before the inner product (see [`InnerProduct::activation_offset`]).
     pub activation_offset: i32,
     /// Kernel taps per word: 2 (`pmaddwd`) or 4 (`vpdpbusd`).
     pub taps_per_step: usize,
@@ -123,10 +123,7 @@ impl DwLayout {
             mr,
             nr,
             inner,
-            activation_offset: match (inner, plan.x_dtype) {
-                (InnerProduct::Vpdpbusd, DType::I8) => 128,
-                _ => 0,
-            },
+            activation_offset: inner.activation_offset(plan.x_dtype),
             taps_per_step,
             steps,
             channels_padded,
@@ -156,12 +153,15 @@ impl DwLayout {
         32 / self.taps_per_step
     }
 
-    /// The bits of activation `v` as one element of a word: i16 (`pmaddwd`) or u8 shifted
-    /// by the activation offset (`vpdpbusd`; in [0, 255] for u8 and for shifted i8).
+    /// The bits of activation `v` as one element of a word: i16 (`pmaddwd`) or a byte
+    /// shifted by the activation offset (the byte dot products: the signedness the
+    /// instruction reads).
     fn element(&self, v: i32) -> u32 {
         match self.inner {
             InnerProduct::Pmaddwd => v as i16 as u16 as u32,
-            InnerProduct::Vpdpbusd => (v + self.activation_offset) as u8 as u32,
+            InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
+                (v + self.activation_offset) as u8 as u32
+            }
         }
     }
 
@@ -285,7 +285,9 @@ impl DwLayout {
                                 InnerProduct::Pmaddwd => {
                                     blob.extend_from_slice(&(w as i16).to_le_bytes())
                                 }
-                                InnerProduct::Vpdpbusd => blob.push(w as i8 as u8),
+                                InnerProduct::Vpdpbusd
+                                | InnerProduct::Usdot
+                                | InnerProduct::Sdot => blob.push(w as i8 as u8),
                             }
                         }
                     }
@@ -405,6 +407,8 @@ impl Sweep<'_> {
         let (vector, accumulate): (_, Accumulate) = match layout.inner {
             InnerProduct::Pmaddwd => (types::I16X8, pmaddwd_accumulate),
             InnerProduct::Vpdpbusd => (types::I8X16, vpdpbusd_accumulate),
+            InnerProduct::Usdot => (types::I8X16, usdot_accumulate),
+            InnerProduct::Sdot => (types::I8X16, sdot_accumulate),
         };
         let row_weight_bytes = layout.steps * tile_bytes;
         counted_loop(b, layout.row_offsets.len(), |b, row| {

@@ -3,7 +3,8 @@
 //! quads, [`Layout`]); *compute* then, for each group and tile of `4·nr` output channels,
 //! sweeps the output pixels `mr` at a time through the micro-kernel: `mr × nr` I32X4
 //! accumulators, and per k-step (tap, input channel pair or quad) `nr` weight vector loads,
-//! `mr` loads of (pre-broadcast) activation words and `mr·nr` `pmaddwd`s or `vpdpbusd`s.
+//! `mr` loads of (pre-broadcast) activation words and `mr·nr` `pmaddwd`s or byte dot products
+//! (`vpdpbusd`, `usdot`, `sdot`).
 //! The epilogue adds the folded bias, requantizes in f32 exactly as the interpreter does,
 //! and stores bytes into the NCHW output.
 
@@ -11,7 +12,8 @@ use super::layout::{InnerProduct, Layout, STEPS_PER_ITERATION, STEP_BYTES};
 use super::plan::QConvPlan;
 use crate::clif::{
     at, counted_loop, define_function, fmax_to_bound, fmin_to_bound, mem, mem_aligned,
-    pmaddwd_accumulate, range_loop, scaled, splat_f32, splat_i32, vpdpbusd_accumulate, Accumulate,
+    pmaddwd_accumulate, range_loop, scaled, sdot_accumulate, splat_f32, splat_i32,
+    usdot_accumulate, vpdpbusd_accumulate, Accumulate,
 };
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Signature, Value};
@@ -136,15 +138,15 @@ pub(crate) fn ro() -> MemFlagsData {
 }
 
 /// Every scratch word ← the padding: the i16 pair `(zp_x, zp_x)` (`pmaddwd`) or four bytes
-/// `zp_x + offset` (`vpdpbusd`): padding reads the input zero point.
+/// `zp_x + offset` (byte dot products): padding reads the input zero point.
 fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scratch: Value) {
     let word = match layout.inner {
         InnerProduct::Pmaddwd => {
             let zp16 = plan.x_zero_point as i16 as u16 as u32;
             zp16 | (zp16 << 16)
         }
-        InnerProduct::Vpdpbusd => {
-            // zp_x + offset is in [0, 255]: zp_x is u8, or i8 shifted by 128
+        InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
+            // zp_x + offset is one byte of the signedness the instruction reads
             let byte = (plan.x_zero_point + layout.activation_offset) as u8 as u32;
             byte * 0x0101_0101
         }
@@ -204,6 +206,7 @@ fn widen_step_planes(
     let [d_n, h_n, w_n] = plan.input;
     let plane = plan.in_pixels();
     let signed = plan.x_dtype == DType::I8;
+    let shifted = layout.activation_offset != 0;
     let inner = layout.inner;
     let per_step = inner.channels_per_step();
     // the value of channel `k` of the step, placed in its bits of the 32-bit word
@@ -221,7 +224,7 @@ fn widen_step_planes(
             let v = b.ins().band_imm_u(v, 0xffff);
             b.ins().ishl_imm_u(v, 16 * k as i64)
         }
-        InnerProduct::Vpdpbusd => {
+        InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
             let v = if k >= present {
                 let byte = (plan.x_zero_point + layout.activation_offset) as u8;
                 b.ins().iconst(types::I32, byte as i64)
@@ -229,8 +232,9 @@ fn widen_step_planes(
                 let raw = b
                     .ins()
                     .uload8(types::I32, mem(), at_src, (k * plane + w) as i32);
-                if signed {
-                    // i8 bits ^ 0x80 = x + 128 as u8
+                if shifted {
+                    // the offset is ±128: i8 bits ^ 0x80 = (x + 128) as u8, u8 bits ^ 0x80
+                    // = (x − 128) as i8
                     b.ins().bxor_imm_u(raw, 0x80)
                 } else {
                     raw
@@ -357,6 +361,8 @@ fn reduction(
     let (vector, accumulate): (_, Accumulate) = match layout.inner {
         InnerProduct::Pmaddwd => (types::I16X8, pmaddwd_accumulate),
         InnerProduct::Vpdpbusd => (types::I8X16, vpdpbusd_accumulate),
+        InnerProduct::Usdot => (types::I8X16, usdot_accumulate),
+        InnerProduct::Sdot => (types::I8X16, sdot_accumulate),
     };
     let step =
         |b: &mut FunctionBuilder, bases: &[Value], wbase: Value, a_off: usize, w_off: usize| {

@@ -2,13 +2,15 @@
 //! constant data (weights, bias, multipliers, address tables) into one blob.
 //!
 //! A *k-step* is one tap times a few input channels: 2 for the `pmaddwd` inner product
-//! (i16 operands), 4 for `vpdpbusd` (u8 activations × s8 weights), see [`InnerProduct`].
+//! (i16 operands), 4 for the byte dot products (`vpdpbusd`, `usdot`: u8 activations × s8
+//! weights; `sdot`: s8 × s8), see [`InnerProduct`].
 //!
 //! - **Scratch (the widened, padded input)**: `[D_p][H_p][W_p][groups][steps]` of 16-byte
 //!   entries, each one 32-bit word repeated in all four lanes: the i16 pair of input
-//!   channels `(2j, 2j+1)` (`pmaddwd`), or the u8 quad `(4j .. 4j+3)` (`vpdpbusd`; i8
-//!   activations shifted by +128). Channels past the end are zero-weight slots. Padding
-//!   cells hold `zp_x` (+128 for shifted i8), so the kernel never tests bounds. The word is
+//!   channels `(2j, 2j+1)` (`pmaddwd`), or the byte quad `(4j .. 4j+3)` (`vpdpbusd`,
+//!   `usdot`: u8, i8 activations shifted by +128; `sdot`: i8, u8 activations shifted by
+//!   −128). Channels past the end are zero-weight slots. Padding cells hold `zp_x` (plus
+//!   the shift), so the kernel never tests bounds. The word is
 //!   pre-broadcast because Cranelift folds a `splat(load)` into `vpbroadcastd m32` only
 //!   when the splat has a single use, and the micro-kernel uses each broadcast `nr` times:
 //!   `movd`+`vpbroadcastd` per k-step cost two vector ALU uops for every `nr` products, a
@@ -16,7 +18,7 @@
 //! - **Packed weights**: per (group, tile of `4·nr` output channels), per tap, per k-step:
 //!   `nr` 16-byte vectors; vector `r` holds output channel `4r + j` in 32-bit lane `j`:
 //!   i16 lanes `2j + h` = `w[4r + j][2·step + h]` (`pmaddwd`), or i8 lanes `4j + h` =
-//!   `w[4r + j][4·step + h]` (`vpdpbusd`); centered, zero for channels past the end. One
+//!   `w[4r + j][4·step + h]` (the byte dot products); centered, zero for channels past the end. One
 //!   k-step of the micro-kernel reads `nr · 16` contiguous bytes.
 //! - **Bias, multipliers**: per (group, tile), `nr` vectors of 4 lanes (i32, f32).
 //! - **Pixel table**: per output pixel (padded to whole tiles by repeating the last), the
@@ -25,17 +27,26 @@
 
 use super::plan::{QConvPlan, SP};
 use super::QConvTuning;
-use crate::CodegenError;
+use crate::{CodegenError, IsaFeatures};
 use kiln_ir::DType;
 
 /// The instruction the micro-kernel's inner product is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InnerProduct {
-    /// `pmaddwd` + `paddd` on i16 operands: 8 MACs, any x86-64 with SSE4.1.
+    /// `pmaddwd` + `paddd` on i16 operands: 8 MACs, any x86-64 with SSE4.1 (on AArch64
+    /// the same tree becomes `smull`/`smull2`/`addp`).
     Pmaddwd,
     /// `vpdpbusd` (AVX-VNNI or AVX512-VNNI with VL) on u8 × s8 operands: 16 MACs,
     /// accumulating in place. Needs centered weights in `[-128, 127]`.
     Vpdpbusd,
+    /// AArch64 `usdot` (FEAT_I8MM) on u8 × s8 operands: `vpdpbusd`'s meaning, layout and
+    /// activation shift, as the tree Cranelift's AArch64 backend matches (unsigned operand
+    /// first). Needs centered weights in `[-128, 127]`.
+    Usdot,
+    /// AArch64 `sdot` (FEAT_DotProd) on s8 × s8 operands, the same layout: u8 activations
+    /// are shifted by −128 (folded into the bias, exact in i32). Needs centered weights in
+    /// `[-128, 127]`.
+    Sdot,
 }
 
 impl InnerProduct {
@@ -43,7 +54,40 @@ impl InnerProduct {
     pub fn channels_per_step(self) -> usize {
         match self {
             InnerProduct::Pmaddwd => 2,
-            InnerProduct::Vpdpbusd => 4,
+            InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => 4,
+        }
+    }
+
+    /// Does it multiply bytes (4 per 32-bit lane), not i16 pairs?
+    pub fn on_bytes(self) -> bool {
+        self != InnerProduct::Pmaddwd
+    }
+
+    /// The byte inner product `features` selects for activations of `x_dtype` when the
+    /// centered weights fit i8 (and the tuning allows one): `vpdpbusd` on x86 VNNI; on
+    /// AArch64 `sdot` for i8 activations, `usdot` for u8 ones (or for i8 ones without
+    /// dotprod), `sdot` with shifted u8 activations when only dotprod is there; else
+    /// `pmaddwd`.
+    pub fn select(features: &IsaFeatures, x_dtype: DType) -> InnerProduct {
+        if features.has_xmm_vnni() {
+            InnerProduct::Vpdpbusd
+        } else if features.has_i8mm && (x_dtype == DType::U8 || !features.has_dotprod) {
+            InnerProduct::Usdot
+        } else if features.has_dotprod {
+            InnerProduct::Sdot
+        } else {
+            InnerProduct::Pmaddwd
+        }
+    }
+
+    /// Added to every activation of `x_dtype` so that it has the signedness the instruction
+    /// reads (+128: i8 → u8, −128: u8 → i8; ±128 flips the top bit of a byte); the bias
+    /// folds `offset · Σ w` back out.
+    pub fn activation_offset(self, x_dtype: DType) -> i32 {
+        match (self, x_dtype) {
+            (InnerProduct::Vpdpbusd | InnerProduct::Usdot, DType::I8) => 128,
+            (InnerProduct::Sdot, DType::U8) => -128,
+            _ => 0,
         }
     }
 }
@@ -61,8 +105,8 @@ pub(crate) struct Layout {
     /// I32X4 vectors of output channels per tile (accumulator columns).
     pub nr: usize,
     pub inner: InnerProduct,
-    /// Added to every activation before the inner product: 128 for i8 activations under
-    /// `vpdpbusd` (which takes them unsigned), else 0. Folded into the bias.
+    /// Added to every activation before the inner product, see
+    /// [`InnerProduct::activation_offset`]. Folded into the bias.
     pub activation_offset: i32,
     /// k-steps per tap and group: `ceil(C_in/groups / channels_per_step)`, rounded up to
     /// even past 2.
@@ -142,10 +186,7 @@ impl Layout {
             mr,
             nr,
             inner,
-            activation_offset: match (inner, plan.x_dtype) {
-                (InnerProduct::Vpdpbusd, DType::I8) => 128,
-                _ => 0,
-            },
+            activation_offset: inner.activation_offset(plan.x_dtype),
             steps,
             tap_offsets,
             pixel_stride,
@@ -209,8 +250,10 @@ impl Layout {
                                     InnerProduct::Pmaddwd => {
                                         blob.extend_from_slice(&(w as i16).to_le_bytes())
                                     }
-                                    // `vpdpbusd` is chosen only when they fit i8
-                                    InnerProduct::Vpdpbusd => blob.push(w as i8 as u8),
+                                    // byte products are chosen only when they fit i8
+                                    InnerProduct::Vpdpbusd
+                                    | InnerProduct::Usdot
+                                    | InnerProduct::Sdot => blob.push(w as i8 as u8),
                                 }
                             }
                         }
@@ -254,5 +297,68 @@ impl Layout {
         }
         debug_assert_eq!(blob.len(), self.packed_bytes);
         blob
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aarch64(has_dotprod: bool, has_i8mm: bool) -> IsaFeatures {
+        IsaFeatures {
+            triple: "aarch64-unknown-linux-gnu".to_string(),
+            has_dotprod,
+            has_i8mm,
+            ..IsaFeatures::default()
+        }
+    }
+
+    /// The table of docs/aot.md: the instruction per feature set and activation type, and
+    /// the shift that gives the activations the signedness it reads.
+    #[test]
+    fn aarch64_selection_and_activation_shift() {
+        use InnerProduct::*;
+        let cases = [
+            (aarch64(false, false), DType::U8, Pmaddwd, 0),
+            (aarch64(false, false), DType::I8, Pmaddwd, 0),
+            (aarch64(true, false), DType::U8, Sdot, -128),
+            (aarch64(true, false), DType::I8, Sdot, 0),
+            (aarch64(false, true), DType::U8, Usdot, 0),
+            (aarch64(false, true), DType::I8, Usdot, 128),
+            (aarch64(true, true), DType::U8, Usdot, 0),
+            (aarch64(true, true), DType::I8, Sdot, 0),
+        ];
+        for (features, x_dtype, inner, offset) in cases {
+            let got = InnerProduct::select(&features, x_dtype);
+            assert_eq!(got, inner, "{features:?} {x_dtype:?}");
+            assert_eq!(
+                got.activation_offset(x_dtype),
+                offset,
+                "{got:?} {x_dtype:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn x86_vnni_selects_vpdpbusd() {
+        let features = IsaFeatures {
+            triple: "x86_64-unknown-linux-gnu".to_string(),
+            has_avx: true,
+            has_avx_vnni: true,
+            ..IsaFeatures::default()
+        };
+        assert_eq!(
+            InnerProduct::select(&features, DType::U8),
+            InnerProduct::Vpdpbusd
+        );
+        assert_eq!(InnerProduct::Vpdpbusd.activation_offset(DType::I8), 128);
+        let plain = IsaFeatures {
+            has_avx_vnni: false,
+            ..features
+        };
+        assert_eq!(
+            InnerProduct::select(&plain, DType::I8),
+            InnerProduct::Pmaddwd
+        );
     }
 }

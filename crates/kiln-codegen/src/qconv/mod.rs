@@ -3,6 +3,10 @@
 //! quantization and activation, with its weights packed, and run it on input buffers.
 //! Results equal `kiln-interp`'s bit for bit (see docs/kernels.md for the arithmetic).
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "../aot/parts/qconv.rs"]
+mod aot_parts;
+
 mod depthwise;
 pub(crate) mod emit;
 pub(crate) mod layout;
@@ -24,7 +28,8 @@ use plan::QConvPlan;
 pub struct QConvTuning {
     pub rows: usize,
     pub col_vectors: usize,
-    /// Use `vpdpbusd` where the ISA has it (AVX-VNNI, or AVX512-VNNI with VL) and the
+    /// Use a byte dot product where the ISA has one (`vpdpbusd`: AVX-VNNI, or AVX512-VNNI
+    /// with VL; AArch64 `sdot`/`usdot`: dotprod, i8mm; [`InnerProduct::select`]) and the
     /// centered weights fit i8; `false` forces the `pmaddwd` inner product (for tests and
     /// comparisons).
     pub allow_vnni: bool,
@@ -181,11 +186,11 @@ impl QConvKernel {
             node.out_ty,
         )?;
         let mut jit = Jit::host(options)?;
-        // `vpdpbusd` multiplies u8 by s8: activations become u8 (i8 ones shifted by 128),
-        // the centered weights must already be s8
+        // the byte dot products multiply by s8: activations get the signedness the
+        // instruction reads (shifted by ±128), the centered weights must already be s8
         let weights_fit_i8 = plan.weights.iter().all(|&w| (-128..=127).contains(&w));
-        let inner = if tuning.allow_vnni && jit.features().has_xmm_vnni() && weights_fit_i8 {
-            InnerProduct::Vpdpbusd
+        let inner = if tuning.allow_vnni && weights_fit_i8 {
+            InnerProduct::select(jit.features(), plan.x_dtype)
         } else {
             InnerProduct::Pmaddwd
         };

@@ -1,0 +1,57 @@
+//! Taking kernels apart for an object file. Each kernel's `into_aot` lives in a file of this
+//! directory that is a *child module of the kernel's own module* (declared there with
+//! `#[path]`), so it reads the kernel's private layout without widening its visibility:
+//! `qconv.rs` (QConv), `quantize.rs` (Quantize, Dequantize), `pool_window.rs` (the window
+//! kernels under int8 MaxPool and the f32 pools), `maxpool.rs`, `fpool.rs`, `felem.rs`
+//! (Softmax), `concat.rs`. This file holds what is shared.
+
+use super::fill::build_copy;
+use super::kernel::{AotKernel, CallArg, KernelCall};
+use super::AotTarget;
+use cranelift_codegen::ir::{AbiParam, Signature};
+use cranelift_codegen::isa::TargetIsa;
+
+/// `extern "C" fn(p0, …)` of `pointer_args` pointers and no result, on `isa`.
+pub(crate) fn pointer_signature(isa: &dyn TargetIsa, pointer_args: usize) -> Signature {
+    let mut sig = Signature::new(isa.default_call_conv());
+    let ptr = isa.pointer_type();
+    sig.params
+        .extend(std::iter::repeat_n(AbiParam::new(ptr), pointer_args));
+    sig
+}
+
+/// A byte copy of `bytes` bytes from operand 0 to the output.
+pub(crate) fn copy_kernel(bytes: usize, target: &AotTarget) -> AotKernel {
+    let isa = &**target.isa();
+    let func = build_copy(bytes, pointer_signature(isa, 2), isa.frontend_config());
+    AotKernel {
+        name: format!("copy_{bytes}"),
+        functions: vec![("copy".to_string(), func)],
+        blobs: Vec::new(),
+        scratch_bytes: 0,
+        calls: vec![KernelCall {
+            function: 0,
+            args: vec![
+                CallArg::Read {
+                    operand: 0,
+                    offset: 0,
+                },
+                CallArg::Write { offset: 0 },
+            ],
+        }],
+    }
+}
+
+/// The calls of a kernel with one function `f(x, out)` or `f(x, blob, out)` over the
+/// whole tensor.
+pub(crate) fn whole_tensor_call(with_blob: bool) -> Vec<KernelCall> {
+    let mut args = vec![CallArg::Read {
+        operand: 0,
+        offset: 0,
+    }];
+    if with_blob {
+        args.push(CallArg::Blob(0));
+    }
+    args.push(CallArg::Write { offset: 0 });
+    vec![KernelCall { function: 0, args }]
+}

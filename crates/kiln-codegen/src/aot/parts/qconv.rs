@@ -1,0 +1,60 @@
+//! `QConvKernel::into_aot` (a child module of `qconv`): the general path's two functions
+//! and packed weights, called per batch item as `run_into` does on one thread.
+
+use super::{Path, QConvKernel};
+use crate::aot::{AotKernel, CallArg, KernelCall};
+use crate::CodegenError;
+
+impl QConvKernel {
+    /// The recorded kernel as object-file parts (built by `crate::aot::recording`).
+    pub(crate) fn into_aot(mut self) -> Result<AotKernel, CodegenError> {
+        let Path::General { layout, .. } = &self.path else {
+            return Err(CodegenError::Unsupported {
+                op: "qconv",
+                reason: "the depthwise path widens its input in Rust; an object uses the \
+                         general path (QConvTuning::allow_depthwise = false)"
+                    .to_string(),
+            });
+        };
+        let scratch_bytes = layout.scratch_bytes;
+        let tiles = self.parallel_parts() as u64;
+        let batch = self.plan.batch.max(1);
+        let x_image = self.plan.x_shape.iter().product::<usize>() / batch;
+        let out_image = self.plan.out_shape.iter().product::<usize>() / batch;
+        // recorded in build order: the widening step, then the compute function
+        let functions = self.code.take_recorded();
+        debug_assert!(functions.len() == 2 && functions[0].0.ends_with("_widen"));
+        let mut calls = Vec::with_capacity(2 * batch);
+        for n in 0..self.plan.batch {
+            calls.push(KernelCall {
+                function: 0,
+                args: vec![
+                    CallArg::Read {
+                        operand: 0,
+                        offset: n * x_image,
+                    },
+                    CallArg::Scratch(0),
+                ],
+            });
+            calls.push(KernelCall {
+                function: 1,
+                args: vec![
+                    CallArg::Blob(0),
+                    CallArg::Scratch(0),
+                    CallArg::Write {
+                        offset: n * out_image,
+                    },
+                    CallArg::Int(0),
+                    CallArg::Int(tiles),
+                ],
+            });
+        }
+        Ok(AotKernel {
+            name: self.code.name().to_string(),
+            functions,
+            blobs: vec![self.packed.as_slice().to_vec()],
+            scratch_bytes,
+            calls,
+        })
+    }
+}
