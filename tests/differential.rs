@@ -411,7 +411,9 @@ fn check_cli(
     serde_json::from_str::<Value>(&json)
         .map_err(|e| format!("`kiln dump --format json` is not JSON: {e}"))?;
 
-    let mut run_args = with(&["run"]);
+    // the reference interpreter: this suite checks it (the JIT is checked against it by
+    // kiln-runtime's `models` and `jit_exact`)
+    let mut run_args = with(&["run", "--backend", "interp"]);
     for (k, (name, tensor)) in feeds.iter().enumerate() {
         let file = work.join(format!("input_{k}.npy"));
         kiln_ir::npy::write_npy_file(&file, tensor)

@@ -64,6 +64,8 @@ def main():
     import numpy as np
     import onnx
     import onnxruntime as ort
+    # quantize_static's inner sessions warn about every unused initializer; only errors matter here
+    ort.set_default_logger_severity(3)
     from onnxruntime import quantization as q
 
     feeds = {name: np.load(path) for name, path in job["inputs"].items()}

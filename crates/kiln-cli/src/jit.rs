@@ -59,7 +59,14 @@ pub fn prepare(graph: &Graph, model: &Path, times: &mut StageTimes) -> Result<Gr
     };
     let graph = if is_qdq(graph) {
         let start = Instant::now();
-        let (g, _) = kiln_quant::convert_qdq(graph, &opts).with_context(|| {
+        // A conv or gemm followed by its activation is quantized as one unit
+        // (`DQ → conv → relu → Q`, as kiln quantize and PyTorch write it): fuse the activation
+        // first, so the quantize rules see `DQ → conv{act} → Q` and make one qconv whose clamp
+        // is the activation, instead of leaving the conv in float.
+        let (graph, _) =
+            kiln_opt::run_pipeline(graph, &["fuse-activation"], &opts, &mut |_, _, _| {})
+                .with_context(|| format!("{}: fusing activations", model.display()))?;
+        let (g, _) = kiln_quant::convert_qdq(&graph, &opts).with_context(|| {
             format!(
                 "{}: converting quantize/dequantize pairs to integer ops",
                 model.display()
