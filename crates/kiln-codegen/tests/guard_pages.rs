@@ -22,7 +22,9 @@ use kiln_codegen::{
     QConvTuning, QMatMulKernel, QMatMulNode, QMatMulTuning, QuantizeKernel, ResizeKernel,
     SoftmaxKernel,
 };
-use kiln_codegen::{CastKernel, ReduceMeanKernel, SumKernel};
+use kiln_codegen::{
+    CastKernel, DynamicQuantizeKernel, MatMulIntegerKernel, ReduceMeanKernel, SumKernel,
+};
 use kiln_ir::{
     Activation, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, GemmAttrs, Op, PadMode, PoolAttrs,
     Quant, ResizeMode, SliceAxis, Tensor, TensorData, TensorType,
@@ -1681,6 +1683,142 @@ proptest! {
         let kernel = CastKernel::compile(&x_ty, &out_ty, &opts).map_err(compile_err)?;
         check_guarded(&[&x], &want, Compare::Exact, &|ins, out| {
             kernel.run_into(ins[0].bytes(), out.bytes_mut())
+        })?;
+    }
+}
+
+/// `n` f32s for DynamicQuantize: a range straddling 0 or (with `positive`) not, with NaNs
+/// (which the range pass must skip), exact zeros and tiny values; `all_zero` gives the
+/// degenerate range `[0, 0]` (scale 1).
+fn dynamic_quantize_values(rng: &mut Rng, n: usize, all_zero: bool, positive: bool) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = match rng.int(0, 12) {
+                0 => f32::NAN,
+                1 => 0.0,
+                2 => rng.float(-1e-3, 1e-3),
+                3 | 4 => rng.float(0.0, 3.0),
+                _ => rng.float(-50.0, 50.0),
+            };
+            if all_zero {
+                0.0
+            } else if positive {
+                v.abs()
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(256)))]
+
+    /// DynamicQuantize of a rank 0–3 f32 tensor (odd lengths exercise the range pass's
+    /// 4-lane tail): y bit for bit, and the returned scale and zero point equal the
+    /// interpreter's second and third outputs, in both placements.
+    #[test]
+    fn dynamic_quantize_stays_in_bounds(
+        shape in prop::collection::vec(1usize..=7, 0..=3),
+        all_zero in prop::bool::weighted(0.05),
+        positive in prop::bool::weighted(0.2),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed);
+        let n: usize = shape.iter().product();
+        let values = dynamic_quantize_values(&mut rng, n, all_zero, positive);
+        let x = Tensor::from_f32(shape.clone(), values).expect("sized to the shape");
+        let x_ty = f32_type(shape);
+        let op = Op::DynamicQuantize;
+        let out_tys = kiln_ir::infer::infer_types(&op, &[&x_ty]).map_err(TestCaseError::fail)?;
+        let want = kiln_interp::eval_op(&op, &[&x], &[&x_ty], &out_tys)
+            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        prop_assert_eq!(want.len(), 3, "y, scale and zero point");
+        let kernel = DynamicQuantizeKernel::compile(&x_ty, &JitOptions::default())
+            .map_err(compile_err)?;
+        // the scale and zero point are return values, not buffers: kept per placement
+        let params = std::cell::RefCell::new(Vec::new());
+        check_guarded(&[&x], &want[0], Compare::Exact, &|ins, out| {
+            let (scale, zero_point) = kernel.run_into(ins[0].typed(), out.typed_mut())?;
+            params.borrow_mut().push((scale, zero_point));
+            Ok(())
+        })?;
+        for (scale, zero_point) in params.into_inner() {
+            let scale = Tensor::new(vec![], TensorData::F32(vec![scale])).expect("a scalar");
+            let zero_point = Tensor::new(vec![], TensorData::U8(vec![zero_point])).expect("a scalar");
+            prop_assert!(scale.bitwise_eq(&want[1]), "scale {:?}, want {:?}", scale, want[1]);
+            prop_assert!(
+                zero_point.bitwise_eq(&want[2]),
+                "zero point {:?}, want {:?}",
+                zero_point,
+                want[2]
+            );
+        }
+    }
+
+    /// MatMulInteger of u8/i8 `a` (1-D or batched, the run-time input) and its zero point
+    /// (absent, scalar or one per row; also guarded) by a constant u8/i8 `b` with an
+    /// optional zero point (scalar or per column): the interpreter's i32s bit for bit.
+    #[test]
+    fn matmul_integer_stays_in_bounds(
+        a_lead in prop::collection::vec(1usize..=5, 0..=2),
+        k in 0usize..=9,
+        n in 1usize..=11,
+        a_signed in any::<bool>(),
+        b_signed in any::<bool>(),
+        a_zp_kind in 0usize..3,
+        b_zp_kind in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed);
+        let (a_dtype, b_dtype) = (int8_dtype(a_signed), int8_dtype(b_signed));
+        let mut a_shape = a_lead;
+        a_shape.push(k);
+        let m = if a_shape.len() >= 2 { a_shape[a_shape.len() - 2] } else { 1 };
+        let a = rng.int8_tensor(a_shape, a_dtype);
+        let b = rng.int8_tensor(vec![k, n], b_dtype);
+        let mut zero_point = |dtype: DType, kind: usize, len: usize| match kind {
+            0 => None,
+            1 => Some(rng.int8_tensor(vec![], dtype)),
+            _ => Some(rng.int8_tensor(vec![len], dtype)),
+        };
+        let a_zp = zero_point(a_dtype, a_zp_kind, m);
+        let b_zp = zero_point(b_dtype, b_zp_kind, n);
+        // the interpreter takes a's zero point before b's: a scalar 0 when only b has one
+        // (a run-time input then, so the kernel gets it too)
+        let a_zp = match (a_zp, &b_zp) {
+            (None, Some(_)) => Some(
+                Tensor::new(vec![], kiln_codegen::tensor_data_from_le_bytes(a_dtype, &[0]))
+                    .expect("a scalar"),
+            ),
+            (a_zp, _) => a_zp,
+        };
+        let type_of = |t: &Tensor| TensorType::new(t.dtype(), t.shape().to_vec());
+        let mut inputs: Vec<&Tensor> = vec![&a, &b];
+        inputs.extend(a_zp.as_ref());
+        inputs.extend(b_zp.as_ref());
+        let tys: Vec<TensorType> = inputs.iter().map(|t| type_of(t)).collect();
+        let ty_refs: Vec<&TensorType> = tys.iter().collect();
+        // from a and b only: IR inference wants a per-row zero point shaped like a with
+        // k → 1, the interpreter (and the kernel) 1-D [m]
+        let out_ty = kiln_ir::infer::infer_types(&Op::MatMulInteger, &ty_refs[..2])
+            .map_err(TestCaseError::fail)?
+            .remove(0);
+        let want = interpret(&Op::MatMulInteger, &inputs, &ty_refs, &out_ty)?;
+        let a_zp_ty = a_zp.as_ref().map(type_of);
+        let kernel = MatMulIntegerKernel::compile(
+            &tys[0],
+            a_zp_ty.as_ref(),
+            &b,
+            b_zp.as_ref(),
+            &out_ty,
+            &JitOptions::default(),
+        )
+        .map_err(compile_err)?;
+        let mut guarded: Vec<&Tensor> = vec![&a];
+        guarded.extend(a_zp.as_ref());
+        check_guarded(&guarded, &want, Compare::Exact, &|ins, out| {
+            kernel.run_into(ins[0].bytes(), ins.get(1).map(|r| r.bytes()), out.typed_mut())
         })?;
     }
 }
