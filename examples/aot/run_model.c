@@ -13,14 +13,15 @@
 #ifndef KILN_MODEL
 #error "compile with -DKILN_MODEL=NAME -include NAME.h"
 #endif
+/* the runner's own names (KILN_RUNNER_*) stay clear of the header's NAME_* macros */
 #define KILN_CAT2(a, b) a##b
 #define KILN_CAT(a, b) KILN_CAT2(a, b)
-#define MODEL_INPUTS KILN_CAT(KILN_MODEL, _inputs)
-#define MODEL_OUTPUTS KILN_CAT(KILN_MODEL, _outputs)
-#define MODEL_NUM_INPUTS (sizeof(MODEL_INPUTS) / sizeof(MODEL_INPUTS[0]))
-#define MODEL_NUM_OUTPUTS (sizeof(MODEL_OUTPUTS) / sizeof(MODEL_OUTPUTS[0]))
-#define MODEL_RUN KILN_CAT(KILN_MODEL, _run)
-#define MODEL_SCRATCH_SIZE KILN_CAT(KILN_MODEL, _scratch_size)
+#define KILN_RUNNER_INPUTS KILN_CAT(KILN_MODEL, _inputs)
+#define KILN_RUNNER_OUTPUTS KILN_CAT(KILN_MODEL, _outputs)
+#define KILN_RUNNER_NUM_INPUTS (sizeof(KILN_RUNNER_INPUTS) / sizeof(KILN_RUNNER_INPUTS[0]))
+#define KILN_RUNNER_NUM_OUTPUTS (sizeof(KILN_RUNNER_OUTPUTS) / sizeof(KILN_RUNNER_OUTPUTS[0]))
+#define KILN_RUNNER_RUN KILN_CAT(KILN_MODEL, _run)
+#define KILN_RUNNER_SCRATCH_SIZE KILN_CAT(KILN_MODEL, _scratch_size)
 
 static void die(const char *what, const char *path) {
     fprintf(stderr, "run_model: %s: %s\n", path, what);
@@ -91,34 +92,34 @@ static void write_npy(const char *path, const kiln_tensor_info *info, const void
 }
 
 int main(int argc, char **argv) {
-    if ((size_t)argc != MODEL_NUM_INPUTS + 2) {
+    if ((size_t)argc != KILN_RUNNER_NUM_INPUTS + 2) {
         fprintf(stderr, "usage: %s", argv[0]);
-        for (size_t i = 0; i < MODEL_NUM_INPUTS; i++) fprintf(stderr, " %s.npy", MODEL_INPUTS[i].name);
+        for (size_t i = 0; i < KILN_RUNNER_NUM_INPUTS; i++) fprintf(stderr, " %s.npy", KILN_RUNNER_INPUTS[i].name);
         fprintf(stderr, " OUTDIR\n");
         return 2;
     }
-    const void *inputs[MODEL_NUM_INPUTS + 1];
-    void *outputs[MODEL_NUM_OUTPUTS + 1];
-    for (size_t i = 0; i < MODEL_NUM_INPUTS; i++) inputs[i] = read_npy(argv[1 + i], &MODEL_INPUTS[i]);
-    for (size_t k = 0; k < MODEL_NUM_OUTPUTS; k++) {
-        outputs[k] = malloc(MODEL_OUTPUTS[k].bytes ? MODEL_OUTPUTS[k].bytes : 1);
+    const void *inputs[KILN_RUNNER_NUM_INPUTS + 1];
+    void *outputs[KILN_RUNNER_NUM_OUTPUTS + 1];
+    for (size_t i = 0; i < KILN_RUNNER_NUM_INPUTS; i++) inputs[i] = read_npy(argv[1 + i], &KILN_RUNNER_INPUTS[i]);
+    for (size_t k = 0; k < KILN_RUNNER_NUM_OUTPUTS; k++) {
+        outputs[k] = malloc(KILN_RUNNER_OUTPUTS[k].bytes ? KILN_RUNNER_OUTPUTS[k].bytes : 1);
         if (!outputs[k]) die("out of memory", "outputs");
     }
     /* the scratch: 64-byte aligned, NAME_scratch_size() bytes (C11 aligned_alloc wants a
        multiple of the alignment) */
-    size_t scratch_size = (MODEL_SCRATCH_SIZE() + 63) / 64 * 64;
+    size_t scratch_size = (KILN_RUNNER_SCRATCH_SIZE() + 63) / 64 * 64;
     void *scratch = aligned_alloc(64, scratch_size ? scratch_size : 64);
     if (!scratch) die("out of memory", "scratch");
-    int status = MODEL_RUN(inputs, outputs, scratch);
+    int status = KILN_RUNNER_RUN(inputs, outputs, scratch);
     if (status != 0) {
         fprintf(stderr, "run_model: the model returned %d\n", status);
         return 1;
     }
     const char *dir = argv[argc - 1];
-    for (size_t k = 0; k < MODEL_NUM_OUTPUTS; k++) {
+    for (size_t k = 0; k < KILN_RUNNER_NUM_OUTPUTS; k++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/output_%zu.npy", dir, k);
-        write_npy(path, &MODEL_OUTPUTS[k], outputs[k]);
+        write_npy(path, &KILN_RUNNER_OUTPUTS[k], outputs[k]);
     }
     return 0;
 }
