@@ -2,22 +2,11 @@
 //! embedded demo model, and the error messages a user sees for bad invocations.
 
 use kiln_ir::{DType, Generator, Tensor};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod support;
+use support::cli::{kiln, stderr_of_failure, temp_dir};
 
 const DEMO: &str = "crates/kiln-cli/assets/demo.onnx";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("the kiln binary runs")
-}
 
 fn stdout_of(args: &[&str]) -> String {
     let out = kiln(args);
@@ -27,18 +16,6 @@ fn stdout_of(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn stderr_of_failure(args: &[&str]) -> String {
-    let out = kiln(args);
-    assert!(!out.status.success(), "kiln {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

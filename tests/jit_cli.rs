@@ -6,46 +6,11 @@
 
 use kiln_ir::{DType, Generator, Tensor, TensorData};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod support;
+use support::cli::{s, stderr_of_failure, succeed, temp_dir};
 
 const DEMO: &str = "crates/kiln-cli/assets/demo.onnx";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("the kiln binary runs")
-}
-
-/// Run kiln, expect success, return (stdout, stderr).
-fn succeed(args: &[&str]) -> (String, String) {
-    let out = kiln(args);
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(out.status.success(), "kiln {args:?} failed: {stderr}");
-    (String::from_utf8(out.stdout).unwrap(), stderr)
-}
-
-fn stderr_of_failure(args: &[&str]) -> String {
-    let out = kiln(args);
-    assert!(!out.status.success(), "kiln {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-jit-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn normal(seed: u64) -> Tensor {
     Generator::Normal {

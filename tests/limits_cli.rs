@@ -2,23 +2,11 @@
 //! malformed-model corpus's `huge_input.onnx` (a 98-byte model declaring a 4 TiB input)
 //! and the embedded demo model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+use support::cli::kiln;
 
 const HUGE_INPUT: &str = "tests/bad-models/huge_input.onnx";
 const DEMO: &str = "crates/kiln-cli/assets/demo.onnx";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("the kiln binary runs")
-}
 
 fn failure_text(args: &[&str]) -> String {
     let out = kiln(args);

@@ -7,23 +7,12 @@
 mod support;
 
 use kiln_ir::{DType, Generator, Graph, Op, Tensor};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
+use support::cli::{kiln, repo_root, stderr_of_failure, temp_dir};
 
 const DEMO: &str = "crates/kiln-cli/assets/demo.onnx";
 const CONV_BN_RELU: &str = "tests/kir/conv_bn_relu.kir";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("the kiln binary runs")
-}
 
 /// stdout and stderr of a successful run.
 fn run_ok(args: &[&str]) -> (String, String) {
@@ -35,19 +24,6 @@ fn run_ok(args: &[&str]) -> (String, String) {
 
 fn stdout_of(args: &[&str]) -> String {
     run_ok(args).0
-}
-
-fn stderr_of_failure(args: &[&str]) -> String {
-    let out = kiln(args);
-    assert!(!out.status.success(), "kiln {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-opt-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn parse_kir(text: &str) -> Graph {

@@ -1,10 +1,12 @@
 //! Helpers shared by the asset-driven test binaries (`tests/conformance.rs`,
 //! `tests/differential.rs`): locating the assets `tools/prepare_assets.py` writes, running a
-//! case with panics turned into errors, and comparing tensors against a reference.
+//! case with panics turned into errors, and comparing tensors against a reference; `cli`
+//! runs the `kiln` binary for the CLI tests.
 
 // Each test binary includes this module with `#[path]` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod onnx_scan;
 
 use kiln_ir::{Tensor, TensorData};
