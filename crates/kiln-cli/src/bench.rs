@@ -50,6 +50,44 @@ pub struct BenchArgs {
     /// samples. Needs Python with onnxruntime ($KILN_PYTHON, else python3).
     #[arg(long = "compare-ort")]
     pub compare_ort: bool,
+    /// After the timed runs, time every kernel call over another --runs runs and print
+    /// where the time goes: per op kind, and the slowest nodes.
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// Where the time of one run goes, from the profile of `runs` runs: per op kind, and
+/// the 15 slowest kernel calls.
+fn print_profile(compiled: &kiln_runtime::CompiledModel, runs: u32) {
+    let Some(profile) = compiled.profile() else {
+        return;
+    };
+    let per_run = |d: std::time::Duration| d.as_secs_f64() * 1e3 / f64::from(runs.max(1));
+    let total: f64 = profile.iter().map(|&(_, _, t)| per_run(t)).sum();
+    let mut by_op: Vec<(&str, usize, f64)> = Vec::new();
+    for &(_, op, t) in &profile {
+        match by_op.iter_mut().find(|(o, _, _)| *o == op) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += per_run(t);
+            }
+            None => by_op.push((op, 1, per_run(t))),
+        }
+    }
+    by_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("profile    {total:.3} ms per run in kernels (mean of {runs} profiled runs), by op:");
+    for (op, calls, ms) in &by_op {
+        println!(
+            "  {op:<22} {calls:>5} calls {ms:>9.3} ms {:>5.1} %",
+            100.0 * ms / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    let mut nodes: Vec<_> = profile.iter().collect();
+    nodes.sort_by(|a, b| b.2.cmp(&a.2));
+    println!("  slowest calls:");
+    for (node, op, t) in nodes.into_iter().take(15) {
+        println!("  {:>9.3} ms  {op:<16} {node}", per_run(*t));
+    }
 }
 
 /// Median and 90th percentile (nearest rank) of run times in milliseconds.
@@ -331,6 +369,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     eprintln!();
     let kiln = Latency::from_samples(samples).context("no finite run times")?;
+    if args.profile {
+        compiled.set_profiling(true);
+        for _ in 0..args.runs {
+            compiled
+                .run(&inputs)
+                .context("running the compiled model")?;
+        }
+        print_profile(&compiled, args.runs);
+        compiled.set_profiling(false);
+    }
     let rss = peak_rss_bytes();
 
     let ort = if args.compare_ort {

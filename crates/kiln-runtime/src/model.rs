@@ -564,6 +564,9 @@ pub struct CompiledModel {
     steps: Vec<Step>,
     plan: MemoryPlan,
     arena: AlignedBuffer,
+    /// Per step, the time spent in its kernel over all runs since profiling was turned on
+    /// ([`CompiledModel::set_profiling`]); `None` when off.
+    profile: Option<Vec<std::time::Duration>>,
 }
 
 impl std::fmt::Debug for CompiledModel {
@@ -689,6 +692,7 @@ impl CompiledModel {
             steps,
             arena: AlignedBuffer::zeroed(plan.peak_bytes),
             plan,
+            profile: None,
         })
     }
 
@@ -711,6 +715,25 @@ impl CompiledModel {
         self.outputs.iter().map(|(n, t, _)| (n.as_str(), t))
     }
 
+    /// Turn per-kernel timing on (clearing what was measured) or off. Timing costs two
+    /// clock reads per kernel call.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![std::time::Duration::ZERO; self.steps.len()]);
+    }
+
+    /// With profiling on: per kernel call, in schedule order, `(node name, op mnemonic,
+    /// time summed over the runs since profiling was turned on)`.
+    pub fn profile(&self) -> Option<Vec<(&str, &'static str, std::time::Duration)>> {
+        let profile = self.profile.as_ref()?;
+        Some(
+            self.steps
+                .iter()
+                .zip(profile)
+                .map(|(s, &t)| (s.node.as_str(), s.op, t))
+                .collect(),
+        )
+    }
+
     /// Kernel calls per run, in schedule order: `(node name, op mnemonic)`.
     pub fn schedule(&self) -> impl Iterator<Item = (&str, &'static str)> {
         self.steps.iter().map(|s| (s.node.as_str(), s.op))
@@ -727,7 +750,8 @@ impl CompiledModel {
             .map(|&n| AlignedBuffer::zeroed(n))
             .collect();
         let arena = self.arena.as_mut_slice();
-        for step in &mut self.steps {
+        for (index, step) in self.steps.iter_mut().enumerate() {
+            let start = self.profile.as_ref().map(|_| std::time::Instant::now());
             let (reads, mut writes) = step_views(
                 arena,
                 &mut output_buffers,
@@ -743,6 +767,9 @@ impl CompiledModel {
                     op: step.op,
                     source,
                 })?;
+            if let (Some(start), Some(profile)) = (start, self.profile.as_mut()) {
+                profile[index] += start.elapsed();
+            }
         }
         // a value listed twice as a graph output is decoded once and cloned
         let mut decoded: Vec<Option<Tensor>> = output_buffers.iter().map(|_| None).collect();
