@@ -1,6 +1,7 @@
 //! Ahead-of-time objects (docs/aot.md) against the JIT and the interpreter, bit for bit:
 //! each case (the demo model's residual block, quantized; realized SqueezeNet, quantized on
-//! its calibration samples; the residual block also with i8 activations) is compiled with
+//! its calibration samples; PP-OCRv4 det at 64×64, quantized on crops of rendered pages; the
+//! residual block also with i8 activations) is compiled with
 //! `kiln_runtime::aot::compile_object` for x86_64-unknown-linux-gnu and for
 //! aarch64-unknown-linux-gnu without features, with `+dotprod`, `+i8mm` and both, linked with
 //! examples/aot/run_model.c, and run natively and under
@@ -16,7 +17,7 @@
 //!
 //! Needs cc, aarch64-linux-gnu-gcc, aarch64-linux-gnu-objdump, qemu-aarch64 and nm (tools/test.sh installs them); when
 //! one is missing the test prints why and passes, except under `CI=true`, where it fails.
-//! SqueezeNet needs `$KILN_ASSETS` and runs in release builds (tools/test.sh runs it), or in
+//! SqueezeNet and PP-OCRv4 det need `$KILN_ASSETS` and run in release builds (tools/test.sh runs it), or in
 //! debug with `KILN_AOT_DEBUG=1`.
 
 use kiln_codegen::aot::AotTarget;
@@ -43,6 +44,7 @@ fn missing_tools() -> Option<String> {
         "aarch64-linux-gnu-objdump",
         "qemu-aarch64",
         "nm",
+        "make",
     ]
     .into_iter()
     .filter(|tool| {
@@ -358,6 +360,92 @@ fn squeezenet(assets: &Path) -> Result<(Graph, Vec<Tensor>), String> {
     Ok((optimized(&quantized.graph)?, vec![input]))
 }
 
+/// Rows 96..160 and columns 64..128 of a rendered page `[1, 3, 320, 320]` (lines of text).
+fn page_crop(path: &Path) -> Result<Tensor, String> {
+    const SIDE: usize = PPOCR_SIDE;
+    let page = kiln_ir::npy::read_npy_file(path).map_err(|e| format!("{path:?}: {e}"))?;
+    let (Some(values), [1, 3, 320, 320]) = (page.as_f32(), page.shape()) else {
+        return Err(format!("{path:?}: expected f32[1,3,320,320], got {:?}", page.shape()));
+    };
+    let mut crop = Vec::with_capacity(3 * SIDE * SIDE);
+    for c in 0..3 {
+        for y in 96..96 + SIDE {
+            let row = (c * 320 + y) * 320 + 64;
+            crop.extend_from_slice(&values[row..row + SIDE]);
+        }
+    }
+    Tensor::from_f32(vec![1, 3, SIDE, SIDE], crop).map_err(|e| e.to_string())
+}
+
+/// Side of the PP-OCRv4 det case's input: small, so that four AArch64 variants run under
+/// qemu in seconds, and a multiple of 32 (the detector downsamples five times).
+const PPOCR_SIDE: usize = 64;
+
+/// PP-OCRv4 det at 64×64, quantized (MinMax) on crops of 8 rendered calibration pages and
+/// run on the same crop of an evaluation page. Covers what the other cases don't: depthwise
+/// and 5×5 convs, hard_swish/hard_sigmoid islands, squeeze-excite muls, nearest Resize,
+/// f32 ConvTranspose with fused relu and sigmoid.
+fn ppocr_det(assets: &Path, work: &Path) -> Result<(Graph, Vec<Tensor>), String> {
+    let model = assets.join("models/ppocrv4_det.onnx");
+    let options = kiln_onnx::ImportOptions {
+        input_shapes: [("x".to_string(), vec![1, 3, PPOCR_SIDE, PPOCR_SIDE])].into(),
+        ..Default::default()
+    };
+    let graph = kiln_onnx::import_file(&model, &options).map_err(|e| e.to_string())?;
+    let calibration = work.join("ppocr_calibration");
+    std::fs::create_dir_all(&calibration).map_err(|e| format!("{calibration:?}: {e}"))?;
+    let pages = assets.join("quant/pages");
+    for k in 0..8 {
+        let crop = page_crop(&pages.join(format!("calib/{k:04}.npy")))?;
+        let path = calibration.join(format!("{k:04}.npy"));
+        kiln_ir::npy::write_npy_file(&path, &crop).map_err(|e| format!("{path:?}: {e}"))?;
+    }
+    let data = CalibrationSet::open(&calibration, &input_specs(&graph), None)
+        .map_err(|e| format!("{calibration:?}: {e}"))?;
+    let config = QuantizeConfig {
+        eval_samples: Some(1),
+        progress: Progress::Hidden,
+        ..QuantizeConfig::default()
+    };
+    let quantized = kiln_quant::quantize(&graph, &data, &config).map_err(|e| e.to_string())?;
+    let input = page_crop(&pages.join("eval/0000.npy"))?;
+    Ok((optimized(&quantized.graph)?, vec![input]))
+}
+
+/// examples/aot/Makefile as a user runs it (`make check`, its own copy in `work`) on the
+/// demo model with a seeded input: builds every variant with the `kiln` binary, runs them
+/// (AArch64 under qemu) and compares their outputs byte for byte.
+fn makefile_example(work: &Path) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = work.join("makefile");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+    for file in ["Makefile", "run_model.c"] {
+        std::fs::copy(root.join("examples/aot").join(file), dir.join(file))
+            .map_err(|e| format!("examples/aot/{file}: {e}"))?;
+    }
+    let model = root.join("crates/kiln-cli/assets/demo.onnx");
+    let graph = kiln_onnx::import_file(&model, &Default::default()).map_err(|e| e.to_string())?;
+    let specs = input_specs(&graph);
+    let input = CalibrationSet::random(&specs, 1, 3)
+        .and_then(|set| set.get(0))
+        .map_err(|e| e.to_string())?;
+    kiln_ir::npy::write_npy_file(dir.join("input.npy"), &input[0]).map_err(|e| e.to_string())?;
+    let out = run(Command::new("make")
+        .arg("--no-print-directory")
+        .arg("-C")
+        .arg(&dir)
+        .arg("check")
+        .arg(format!("KILN={}", env!("CARGO_BIN_EXE_kiln")))
+        .arg(format!("MODEL={}", model.display())))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    if summary != "all 4 variants wrote identical outputs" {
+        return Err(format!("make check ended with {summary:?}"));
+    }
+    println!("aot examples/aot/Makefile: make check: {summary}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     if let Some(missing) = missing_tools() {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -388,11 +476,16 @@ fn main() -> ExitCode {
     match std::env::var_os("KILN_ASSETS") {
         Some(_) if cfg!(debug_assertions) && std::env::var_os("KILN_AOT_DEBUG").is_none() => {
             println!(
-                "aot: squeezenet runs in release builds (tools/test.sh; KILN_AOT_DEBUG=1 in debug)"
+                "aot: squeezenet and ppocr_det run in release builds (tools/test.sh; \
+                 KILN_AOT_DEBUG=1 in debug)"
             )
         }
-        Some(assets) => cases.push(("squeezenet", false, squeezenet(Path::new(&assets)))),
-        None => println!("aot: KILN_ASSETS unset: squeezenet skipped"),
+        Some(assets) => {
+            let assets = Path::new(&assets);
+            cases.push(("squeezenet", false, squeezenet(assets)));
+            cases.push(("ppocr_det", false, ppocr_det(assets, &work)));
+        }
+        None => println!("aot: KILN_ASSETS unset: squeezenet and ppocr_det skipped"),
     }
     for (name, i8_activations, case) in cases {
         let result = case
@@ -401,6 +494,10 @@ fn main() -> ExitCode {
             eprintln!("aot {name}: FAILED: {e}");
             failures.push(name);
         }
+    }
+    if let Err(e) = makefile_example(&work) {
+        eprintln!("aot examples/aot/Makefile: FAILED: {e}");
+        failures.push("makefile");
     }
     if !failures.is_empty() {
         eprintln!(

@@ -15,6 +15,10 @@
 //! differs from the interpreter's GEMM, so results agree to rounding, not bitwise; the
 //! tests bound the difference at 1e-5 of the largest output magnitude.
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/fconv.rs"]
+mod aot_parts;
+
 use crate::clif::{at, counted_loop, mem, mem_aligned, scaled};
 use crate::fact::activate;
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};

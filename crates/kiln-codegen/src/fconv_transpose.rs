@@ -19,6 +19,10 @@
 //! interpreter's GEMM + col2im adds in another order, so results agree to rounding
 //! (the tests bound it at 1e-5 of the largest output).
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/fconv_transpose.rs"]
+mod aot_parts;
+
 use crate::fconv::{
     build_micro, f32_conv_operands, fill_zero_padded, micro_pack, micro_tables, vectors_for, Micro,
     MicroFn,

@@ -19,6 +19,10 @@
 //! Coordinates map back to input coordinates in f32 with onnxruntime's formulas; the
 //! coordinate, tap and weight math is the interpreter's own (`kiln_ir::resize_math`).
 
+// AOT: `into_aot` of this kernel (crate::aot).
+#[path = "aot/parts/resize.rs"]
+mod aot_parts;
+
 use crate::clif::{counted_loop, mem, mem_aligned, scaled};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;

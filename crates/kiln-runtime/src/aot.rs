@@ -10,7 +10,9 @@ use crate::model::{
     Options,
 };
 use kiln_codegen::aot::{AotKernel, AotTarget, Location, ObjectBuilder, ObjectStats};
-use kiln_codegen::{CodegenError, PoolKind, QConvNode, QConvTuning};
+use kiln_codegen::{
+    CodegenError, FConvNode, FConvTransposeNode, PoolKind, QConvNode, QConvTuning,
+};
 use kiln_ir::{DType, Graph, NodeId, Op, Quant, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -242,6 +244,45 @@ fn aot_kernel(
             let kernel = AotKernel::qconv(&qconv, &options.qconv, target).map_err(codegen)?;
             (kernel, vec![ins[0]])
         }
+        Op::Conv(attrs) if first_is_f32 => {
+            let ins = between(node, 2, 4).map_err(unsupported)?;
+            let bias = match ins.get(2) {
+                Some(&b) => Some(constant(b, "bias")?),
+                None => None,
+            };
+            let residual = ins.get(3).copied();
+            let fconv = FConvNode {
+                attrs,
+                x_ty: ty(ins[0]),
+                w: constant(ins[1], "weights")?,
+                bias,
+                residual: residual.is_some(),
+                out_ty: ty(output),
+            };
+            let kernel = AotKernel::conv_f32(&fconv, target).map_err(codegen)?;
+            (kernel, std::iter::once(ins[0]).chain(residual).collect())
+        }
+        Op::ConvTranspose(attrs) if first_is_f32 => {
+            let ins = between(node, 2, 3).map_err(unsupported)?;
+            let bias = match ins.get(2) {
+                Some(&b) => Some(constant(b, "bias")?),
+                None => None,
+            };
+            let deconv = FConvTransposeNode {
+                attrs,
+                x_ty: ty(ins[0]),
+                w: constant(ins[1], "weights")?,
+                bias,
+                out_ty: ty(output),
+            };
+            let kernel = AotKernel::conv_transpose_f32(&deconv, target).map_err(codegen)?;
+            (kernel, vec![ins[0]])
+        }
+        Op::Resize(attrs) => {
+            let [x] = exactly(node).map_err(unsupported)?;
+            let kernel = AotKernel::resize(attrs, ty(x), ty(output), target).map_err(codegen)?;
+            (kernel, vec![x])
+        }
         Op::Quantize => {
             let [x] = exactly(node).map_err(unsupported)?;
             let kernel = AotKernel::quantize(ty(x), ty(output), target).map_err(codegen)?;
@@ -447,4 +488,45 @@ fn header(
     h.push_str("#ifdef __cplusplus\n}\n#endif\n\n");
     h.push_str(&format!("#endif /* {guard} */\n"));
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An op without an object kernel is a compile error listing every such node with its
+    /// op, in schedule order — never a silently missing step.
+    #[test]
+    fn nodes_without_an_object_kernel_are_all_named() {
+        let text = "graph @no_kernels(%x: f32[1,8,4,4]) -> (f32[1,8,4,4], f32[1,8,4,4]) {
+  %norm = lrn(%x) {size=3, alpha=0.0001, beta=0.75, bias=1.0} : f32[1,8,4,4]
+  %w = const @c0 : f32[4,4] = normal(seed=1, mean=0.0, std=0.5)
+  %mm = matmul(%norm, %w) : f32[1,8,4,4]
+  %act = relu(%x) : f32[1,8,4,4]
+  return %mm, %act
+}
+";
+        let graph = kiln_ir::text::parse_graph(text).expect("valid IR text");
+        for triple in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+            let options = AotOptions {
+                target: AotTarget::new(triple, &[]).expect("a supported target"),
+                name: "model".to_string(),
+                qconv: QConvTuning::default(),
+            };
+            let err = compile_object(&graph, &options).expect_err("lrn and matmul have no kernel");
+            let RuntimeError::NoKernel(missing) = &err else {
+                panic!("{triple}: expected NoKernel, got {err}");
+            };
+            let named: Vec<(&str, &str)> = missing
+                .iter()
+                .map(|m| (m.node.as_str(), m.op))
+                .collect();
+            assert_eq!(named, [("norm", "lrn"), ("mm", "matmul")], "{triple}");
+            assert_eq!(
+                err.to_string(),
+                "no kernel for 2 node(s): 'norm' (lrn), 'mm' (matmul)",
+                "{triple}"
+            );
+        }
+    }
 }

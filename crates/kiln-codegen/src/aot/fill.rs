@@ -1,5 +1,6 @@
 //! CLIF for the data movement the JIT does in Rust between kernel calls: spreading a batch
 //! item into a window kernel's channel-last scratch (`PoolGeometry::fill_channel_last`),
+//! copying one into the f32 convolutions' zero-padded scratch (`fconv::fill_zero_padded`),
 //! and plain byte copies. An object file has no Rust to call.
 
 use crate::clif::{counted_loop, define_function, mem};
@@ -70,6 +71,69 @@ pub(crate) fn build_fill_channel_last(
                         let to = scaled_add(b, dst, w, cp * elem_bytes);
                         b.ins().store(mem(), v, to, 0);
                     });
+                });
+            });
+        });
+    })
+}
+
+/// `fn(x, scratch)`: exactly `fconv::fill_zero_padded(x, scratch, input, padded,
+/// pad_begin)` for `channels` channels, except that the whole scratch (`scratch_bytes`) is
+/// zeroed first — the JIT's scratch is zeroed once when allocated and only its interior is
+/// ever written, but an object's scratch region is shared with other kernels.
+pub(crate) fn build_fill_zero_padded(
+    channels: usize,
+    input: [usize; 3],
+    padded: [usize; 3],
+    pad_begin: [usize; 3],
+    scratch_bytes: usize,
+    signature: Signature,
+    target: TargetFrontendConfig,
+) -> Function {
+    define_function(signature, target, |b, p| {
+        let (x, scratch) = (p[0], p[1]);
+        let zero_lane = b.ins().iconst(types::I32, 0);
+        let zero = b.ins().splat(types::I32X4, zero_lane);
+        counted_loop(b, scratch_bytes / 16, |b, i| {
+            let at = scaled_add(b, scratch, i, 16);
+            b.ins().store(mem(), zero, at, 0);
+        });
+        for k in (scratch_bytes / 16 * 16..scratch_bytes).step_by(4) {
+            b.ins().store(mem(), zero_lane, scratch, k as i32);
+        }
+        let [d_n, h_n, w_n] = input;
+        let [pd, ph, pw] = padded;
+        let [bd, bh, bw] = pad_begin;
+        counted_loop(b, channels, |b, c| {
+            counted_loop(b, d_n, |b, d| {
+                counted_loop(b, h_n, |b, h| {
+                    // source row ((c·D + d)·H + h)·W, destination ((c·P_d + d + b_d)·P_h
+                    // + h + b_h)·P_w + b_w, in floats
+                    let src = b.ins().imul_imm_u(c, (d_n * h_n * w_n) as i64);
+                    let dh = b.ins().imul_imm_u(d, (h_n * w_n) as i64);
+                    let src = b.ins().iadd(src, dh);
+                    let hw = b.ins().imul_imm_u(h, w_n as i64);
+                    let src = b.ins().iadd(src, hw);
+                    let src = scaled_add(b, x, src, 4);
+                    let dst = b.ins().imul_imm_u(c, pd as i64);
+                    let dst = b.ins().iadd(dst, d);
+                    let dst = b.ins().iadd_imm_u(dst, bd as i64);
+                    let dst = b.ins().imul_imm_u(dst, ph as i64);
+                    let dst = b.ins().iadd(dst, h);
+                    let dst = b.ins().iadd_imm_u(dst, bh as i64);
+                    let dst = b.ins().imul_imm_u(dst, pw as i64);
+                    let dst = b.ins().iadd_imm_u(dst, bw as i64);
+                    let dst = scaled_add(b, scratch, dst, 4);
+                    counted_loop(b, w_n / 4, |b, i| {
+                        let from = scaled_add(b, src, i, 16);
+                        let v = b.ins().load(types::I32X4, mem(), from, 0);
+                        let to = scaled_add(b, dst, i, 16);
+                        b.ins().store(mem(), v, to, 0);
+                    });
+                    for k in (w_n / 4 * 4..w_n).map(|k| 4 * k as i32) {
+                        let v = b.ins().load(types::I32, mem(), src, k);
+                        b.ins().store(mem(), v, dst, k);
+                    }
                 });
             });
         });

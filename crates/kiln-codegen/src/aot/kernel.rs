@@ -3,12 +3,12 @@
 
 use super::{parts, recording, AotTarget};
 use crate::{
-    ActivationKernel, BinaryKernel, CodegenError, ConcatKernel, DequantizeKernel, JitOptions,
-    MaxPoolKernel, PoolKernel, PoolKind, QConvKernel, QConvNode, QConvTuning, QuantizeKernel,
-    SoftmaxKernel,
+    ActivationKernel, BinaryKernel, CodegenError, ConcatKernel, DequantizeKernel, FConvKernel,
+    FConvNode, FConvTransposeKernel, FConvTransposeNode, JitOptions, MaxPoolKernel, PoolKernel,
+    PoolKind, QConvKernel, QConvNode, QConvTuning, QuantizeKernel, ResizeKernel, SoftmaxKernel,
 };
 use cranelift_codegen::ir::Function;
-use kiln_ir::{Activation, BinaryOp, PoolAttrs, TensorType};
+use kiln_ir::{Activation, BinaryOp, PoolAttrs, ResizeAttrs, TensorType};
 
 /// One argument of a kernel call, resolved by [`super::ObjectBuilder`] to an address or
 /// integer of the generated entry point.
@@ -78,6 +78,36 @@ impl AotKernel {
             QConvKernel::compile(node, &JitOptions::default(), &tuning)
         })?
         .into_aot()
+    }
+
+    /// An f32 convolution; operands `x`, then the residual when `node.residual`.
+    pub fn conv_f32(node: &FConvNode, target: &AotTarget) -> Result<AotKernel, CodegenError> {
+        let kernel = recording(target, || FConvKernel::compile(node, &JitOptions::default()))?;
+        Ok(kernel.into_aot(target))
+    }
+
+    /// An f32 ConvTranspose (every phase of the stride split).
+    pub fn conv_transpose_f32(
+        node: &FConvTransposeNode,
+        target: &AotTarget,
+    ) -> Result<AotKernel, CodegenError> {
+        let kernel = recording(target, || {
+            FConvTransposeKernel::compile(node, &JitOptions::default())
+        })?;
+        Ok(kernel.into_aot(target))
+    }
+
+    /// Resize (nearest of any dtype; linear and cubic of f32).
+    pub fn resize(
+        attrs: &ResizeAttrs,
+        x_ty: &TensorType,
+        out_ty: &TensorType,
+        target: &AotTarget,
+    ) -> Result<AotKernel, CodegenError> {
+        Ok(recording(target, || {
+            ResizeKernel::compile(attrs, x_ty, out_ty, &JitOptions::default())
+        })?
+        .into_aot())
     }
 
     pub fn quantize(

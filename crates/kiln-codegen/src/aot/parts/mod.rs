@@ -3,7 +3,8 @@
 //! `#[path]`), so it reads the kernel's private layout without widening its visibility:
 //! `qconv.rs` (QConv), `quantize.rs` (Quantize, Dequantize), `pool_window.rs` (the window
 //! kernels under int8 MaxPool and the f32 pools), `maxpool.rs`, `fpool.rs`, `felem.rs`
-//! (Softmax), `concat.rs`. This file holds what is shared.
+//! (Softmax, activations, binary ops), `fconv.rs`, `fconv_transpose.rs`, `resize.rs`,
+//! `concat.rs`. This file holds what is shared.
 
 use super::fill::build_copy;
 use super::kernel::{AotKernel, CallArg, KernelCall};
