@@ -19,7 +19,8 @@ pub struct JitOptions {
     /// Keep each function's final machine code listing (Cranelift's VCode disassembly), for
     /// `kiln dump`-style inspection and for tests that check instruction selection.
     pub capture_disassembly: bool,
-    /// Run Cranelift's IR verifier on every function (default: in debug builds).
+    /// Run Cranelift's IR verifier on every function (default: in debug builds and under
+    /// `KILN_VERIFY=1`, [`kiln_ir::self_checks_enabled`]).
     pub verify: Option<bool>,
 }
 
@@ -388,7 +389,7 @@ fn host_isa(options: &JitOptions) -> Result<OwnedTargetIsa, CodegenError> {
     flags
         .set("use_colocated_libcalls", "false")
         .map_err(flag_error)?;
-    let verify = options.verify.unwrap_or(cfg!(debug_assertions));
+    let verify = options.verify.unwrap_or_else(kiln_ir::self_checks_enabled);
     flags
         .set("enable_verifier", if verify { "true" } else { "false" })
         .map_err(flag_error)?;

@@ -33,4 +33,4 @@ pub use op::*;
 pub use pool::{ConstId, ConstPool, ConstValue, Generator};
 pub use tensor::{Tensor, TensorData, TensorStats};
 pub use types::{Quant, TensorType};
-pub use verify::verify;
+pub use verify::{self_checks_enabled, verify};

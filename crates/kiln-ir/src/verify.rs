@@ -1,4 +1,5 @@
-//! The verifier, run after every pass in debug builds and tests: the graph's structure (edges
+//! The verifier, run after every pass in debug builds and under `KILN_VERIFY=1`
+//! ([`self_checks_enabled`]): the graph's structure (edges
 //! mirror input lists, no cycle, unique value names, graph inputs/outputs), every declared
 //! type against inference, and the quantization parameters of integer values.
 //!
@@ -16,6 +17,17 @@ use crate::IrError;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use std::collections::HashMap;
+
+/// Whether kiln's self-checks run by default: Cranelift's verifier on every generated
+/// function and [`verify`] after every optimizer pass. On in debug builds, and in any build
+/// when the environment variable `KILN_VERIFY` is set to anything but `0` (tools/test.sh
+/// sets it: the suite runs in release). Read once per process.
+pub fn self_checks_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        cfg!(debug_assertions) || std::env::var_os("KILN_VERIFY").is_some_and(|v| v != "0")
+    })
+}
 
 /// Check that `g` is well formed; the error names the first offending node (or the graph).
 pub fn verify(g: &Graph) -> Result<(), IrError> {

@@ -80,7 +80,8 @@ impl std::str::FromStr for OptLevel {
 /// Limits and checks for running passes.
 #[derive(Clone, Debug)]
 pub struct OptOptions {
-    /// Run the IR verifier on every pass result (on in tests and debug builds).
+    /// Run the IR verifier on every pass result (default: in debug builds and under
+    /// `KILN_VERIFY=1`, [`kiln_ir::self_checks_enabled`]).
     pub verify: bool,
     /// Stop saturating when the e-graph has this many e-nodes.
     pub node_limit: usize,
@@ -95,7 +96,7 @@ pub struct OptOptions {
 impl Default for OptOptions {
     fn default() -> OptOptions {
         OptOptions {
-            verify: cfg!(debug_assertions),
+            verify: kiln_ir::self_checks_enabled(),
             node_limit: 200_000,
             iter_limit: 30,
             time_limit: Duration::from_secs(10),

@@ -84,7 +84,7 @@ impl AotTarget {
         flags
             .set(
                 "enable_verifier",
-                if cfg!(debug_assertions) {
+                if kiln_ir::self_checks_enabled() {
                     "true"
                 } else {
                     "false"
