@@ -1,9 +1,33 @@
-//! Splitting a kernel call over threads: the calling thread and `threads − 1` scoped ones
-//! claim the kernel's independent parts (channel or column tiles) one at a time from a
-//! shared counter, so a thread that starts late (or is descheduled on a busy machine) simply
-//! takes fewer parts instead of holding up the others.
+//! Splitting a kernel call over threads: the calling thread and `threads − 1` workers claim
+//! the kernel's independent parts (channel or column tiles) one at a time from a shared
+//! counter, so a thread that starts late (or is descheduled on a busy machine) simply takes
+//! fewer parts instead of holding up the others. The workers are persistent (one rayon pool
+//! of `threads − 1` threads per thread count, created on first use): a model makes dozens
+//! of split calls per run, and spawning threads for each cost tens of microseconds apiece.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The pool of `workers` persistent threads, created on first use; `None` when the OS
+/// refuses to start threads (the caller then spawns scoped ones).
+fn pool(workers: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == workers) {
+        return Some(pool.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(move |i| format!("kiln-worker-{}/{workers}", i + 1))
+        .build()
+        .ok()?;
+    let pool = Arc::new(pool);
+    pools.push((workers, pool.clone()));
+    Some(pool)
+}
 
 /// Call `run(first, end)` on consecutive ranges covering `0..parts` exactly once, on up to
 /// `threads` threads (the calling one included). Ranges are single parts when split; with
@@ -25,12 +49,22 @@ pub(crate) fn for_each_part(parts: usize, threads: usize, run: impl Fn(usize, us
         }
         run(part, part + 1);
     };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(worker);
-        }
-        worker();
-    });
+    match pool(threads - 1) {
+        // `in_place_scope` runs the closure here, on the calling thread, and returns once
+        // every spawned job has finished, so `run`'s borrows outlive all uses
+        Some(pool) => pool.in_place_scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| worker());
+            }
+            worker();
+        }),
+        None => std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(worker);
+            }
+            worker();
+        }),
+    }
 }
 
 #[cfg(test)]

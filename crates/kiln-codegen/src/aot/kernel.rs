@@ -82,7 +82,9 @@ impl AotKernel {
 
     /// An f32 convolution; operands `x`, then the residual when `node.residual`.
     pub fn conv_f32(node: &FConvNode, target: &AotTarget) -> Result<AotKernel, CodegenError> {
-        let kernel = recording(target, || FConvKernel::compile(node, &JitOptions::default()))?;
+        let kernel = recording(target, || {
+            FConvKernel::compile(node, &JitOptions::default())
+        })?;
         Ok(kernel.into_aot(target))
     }
 
