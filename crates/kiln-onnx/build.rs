@@ -6,6 +6,8 @@ fn main() {
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"]).expect("the vendored onnx.proto parses");
     prost_build::Config::new()
+        // weights decode as slices of the file's buffer instead of copies (import_file)
+        .bytes([".onnx.TensorProto.raw_data"])
         .compile_fds(descriptors)
         .expect("prost-build generates Rust code for onnx.proto");
 }

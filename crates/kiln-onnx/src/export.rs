@@ -134,7 +134,7 @@ fn tensor_proto(name: &str, tensor: &Tensor) -> TensorProto {
         name: Some(name.to_string()),
         dims: tensor.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(onnx_dtype(tensor.dtype()) as i32),
-        raw_data: Some(tensor.to_le_bytes()),
+        raw_data: Some(tensor.to_le_bytes().into()),
         ..Default::default()
     }
 }

@@ -94,7 +94,10 @@ pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Graph, OnnxError
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    import_bytes(&bytes, Some(dir), opts)
+    reject_other_formats(&bytes)?;
+    // decoding from `Bytes` makes every `raw_data` a slice of this one buffer
+    let model = proto::ModelProto::decode(bytes::Bytes::from(bytes))?;
+    importer::import_model(&model, Some(dir), opts)
 }
 
 /// Import a serialized `ModelProto`. `model_dir` is where external data files live; with

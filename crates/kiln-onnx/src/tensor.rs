@@ -81,17 +81,19 @@ pub(crate) fn tensor_from_proto(
     let is_f16 = code == DataType::Float16 as i32;
 
     let external = proto.data_location() == DataLocation::External;
-    let raw: Option<Vec<u8>> = if external {
+    let external_bytes;
+    let raw: Option<&[u8]> = if external {
         let elem = if is_f16 { 2 } else { dtype.size_bytes() };
         let expected = numel
             .checked_mul(elem)
             .expect("declared_type checked the byte size at ≥ this width");
-        Some(read_external_data(proto, model_dir, expected).map_err(err)?)
+        external_bytes = read_external_data(proto, model_dir, expected).map_err(err)?;
+        Some(&external_bytes)
     } else {
-        proto.raw_data.clone()
+        proto.raw_data.as_deref()
     };
     let data = match raw {
-        Some(bytes) => data_from_le_bytes(&bytes, dtype, is_f16, numel).map_err(err)?,
+        Some(bytes) => data_from_le_bytes(bytes, dtype, is_f16, numel).map_err(err)?,
         None => data_from_typed_fields(proto, dtype, is_f16, numel).map_err(err)?,
     };
     Tensor::new(shape, data).map_err(|e| err(e.to_string()))

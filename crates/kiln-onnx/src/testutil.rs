@@ -119,7 +119,7 @@ pub fn tensor_raw(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> Te
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(dtype as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..Default::default()
     }
 }
