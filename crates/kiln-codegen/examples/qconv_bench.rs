@@ -8,15 +8,276 @@
 //! `--no-vnni` forces the `pmaddwd` inner product on VNNI hosts). `--depthwise` benchmarks a
 //! 3×3 depthwise conv instead (96 channels by default, `groups == C`), through the depthwise
 //! kernel, or through the general micro-kernel with `--general`.
+//!
+//! `--dw-suite` instead times the depthwise layers of PP-OCRv4 det and ShuffleNet (3×3 and
+//! 5×5, strides 1 and 2, their channel counts and sizes; u8 activations, ReLU) through the
+//! depthwise kernel, one line per shape: best and median of `--runs` runs and GMAC/s from
+//! the best, checked bit-exact against the interpreter (`--no-vnni`, `--rows`, `--cols` and
+//! `--disasm` apply; `--only I` runs just the layer of index `I`).
 
 use kiln_codegen::probe::probe_host;
-use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvTuning};
+use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// A depthwise layer of the suite: `channels` channels, a `size`×`size` input, a
+/// `kernel`×`kernel` window with pad `kernel / 2` ("same" at stride 1).
+struct DwShape {
+    model: &'static str,
+    channels: usize,
+    size: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+/// The depthwise layers of PP-OCRv4 det (640×640 input) and ShuffleNet (224×224).
+const DW_SUITE: [DwShape; 15] = [
+    DwShape {
+        model: "ppocr",
+        channels: 16,
+        size: 160,
+        kernel: 3,
+        stride: 1,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 32,
+        size: 160,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 48,
+        size: 80,
+        kernel: 3,
+        stride: 1,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 48,
+        size: 80,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 96,
+        size: 40,
+        kernel: 3,
+        stride: 1,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 96,
+        size: 40,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 192,
+        size: 20,
+        kernel: 5,
+        stride: 1,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 192,
+        size: 20,
+        kernel: 5,
+        stride: 2,
+    },
+    DwShape {
+        model: "ppocr",
+        channels: 384,
+        size: 10,
+        kernel: 5,
+        stride: 1,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 112,
+        size: 56,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 136,
+        size: 28,
+        kernel: 3,
+        stride: 1,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 136,
+        size: 28,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 272,
+        size: 14,
+        kernel: 3,
+        stride: 1,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 272,
+        size: 14,
+        kernel: 3,
+        stride: 2,
+    },
+    DwShape {
+        model: "shufflenet",
+        channels: 544,
+        size: 7,
+        kernel: 3,
+        stride: 1,
+    },
+];
+
+/// Time every [`DW_SUITE`] layer through the depthwise kernel (one line each).
+/// `only`: just the layer of that index; `disasm`: write the last layer's listing there.
+fn dw_suite(
+    runs: usize,
+    tuning: QConvTuning,
+    only: Option<usize>,
+    disasm: Option<&String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut next = lcg();
+    println!(
+        "{:<11} {:>4} {:>9} {:>7} {:>8} {:>9} {:>9} {:>8}  inner",
+        "model", "ch", "in→out", "kernel", "MACs(M)", "best ms", "median ms", "GMAC/s"
+    );
+    for (index, shape) in DW_SUITE.iter().enumerate() {
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        let (c, k, s) = (shape.channels, shape.kernel, shape.stride);
+        let out_size = (shape.size + 2 * (k / 2) - k) / s + 1;
+        let x = Tensor::new(
+            vec![1, c, shape.size, shape.size],
+            TensorData::U8(
+                (0..c * shape.size * shape.size)
+                    .map(|_| next() as u8)
+                    .collect(),
+            ),
+        )?;
+        let w = Tensor::new(
+            vec![c, 1, k, k],
+            TensorData::I8((0..c * k * k).map(|_| next() as i8).collect()),
+        )?;
+        let b = Tensor::new(
+            vec![c],
+            TensorData::I32((0..c).map(|_| (next() % 20000) as i32 - 10000).collect()),
+        )?;
+        let x_ty = TensorType::new(DType::U8, vec![1, c, shape.size, shape.size])
+            .with_quant(Quant::per_tensor(0.02, 128));
+        let w_ty = TensorType::new(DType::I8, vec![c, 1, k, k]).with_quant(Quant::PerAxis {
+            axis: 0,
+            scales: (0..c).map(|i| 0.001 + 0.0001 * (i % 64) as f32).collect(),
+            zero_points: vec![0; c],
+        });
+        let b_ty = TensorType::new(DType::I32, vec![c]);
+        let y_ty = TensorType::new(DType::U8, vec![1, c, out_size, out_size])
+            .with_quant(Quant::per_tensor(0.05, 0));
+        let attrs = ConvAttrs {
+            kernel: vec![k, k],
+            strides: vec![s, s],
+            pads: vec![k / 2; 4],
+            dilations: vec![1, 1],
+            groups: c,
+            act: Some(Activation::Relu),
+        };
+        let node = QConvNode {
+            attrs: &attrs,
+            x_ty: &x_ty,
+            w: &w,
+            w_ty: &w_ty,
+            bias: Some((&b, &b_ty)),
+            out_ty: &y_ty,
+        };
+        let options = JitOptions {
+            capture_disassembly: disasm.is_some(),
+            verify: Some(false),
+        };
+        let kernel = QConvKernel::compile(&node, &options, &tuning)?;
+        if let (Some(path), Some(listing)) = (disasm, kernel.disassembly()) {
+            std::fs::write(path, listing)?;
+        }
+        let mut scratch = kernel.new_scratch();
+        let TensorData::U8(xv) = x.data() else {
+            unreachable!("x was built as u8")
+        };
+        let mut out = vec![0u8; c * out_size * out_size];
+        for _ in 0..3 {
+            kernel.run_into(xv, &mut out, &mut scratch)?;
+        }
+        let times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                kernel
+                    .run_into(xv, &mut out, &mut scratch)
+                    .expect("buffers were checked by the warm-up runs");
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let med = median(times);
+        let want = kiln_interp::eval_op(
+            &Op::QConv(attrs.clone()),
+            &[&x, &w, &b],
+            &[&x_ty, &w_ty, &b_ty],
+            std::slice::from_ref(&y_ty),
+        )?;
+        let TensorData::U8(wv) = want[0].data() else {
+            unreachable!("the output type is u8")
+        };
+        if wv != &out {
+            return Err(format!(
+                "{} {c}ch {k}x{k} s{s}: differs from the interpreter",
+                shape.model
+            )
+            .into());
+        }
+        let macs = kernel.macs() as f64;
+        println!(
+            "{:<11} {c:>4} {:>9} {:>7} {:>8.2} {:>9.3} {:>9.3} {:>8.1}  {:?}{}",
+            shape.model,
+            format!("{}→{out_size}", shape.size),
+            format!("{k}x{k} s{s}"),
+            macs / 1e6,
+            best * 1e3,
+            med * 1e3,
+            macs / best / 1e9,
+            kernel.inner_product(),
+            if kernel.path() == QConvPath::Depthwise {
+                ""
+            } else {
+                " (general path)"
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random contents (an LCG): only the timing matters here.
+fn lcg() -> impl FnMut() -> u32 {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +292,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let col_vectors: usize = flag("--cols").map_or(Ok(2), |v| v.parse())?;
     let disasm_path = flag("--disasm");
     let allow_vnni = !args.iter().any(|a| a == "--no-vnni");
+    if args.iter().any(|a| a == "--dw-suite") {
+        let only = flag("--only").map(|v| v.parse()).transpose()?;
+        let tuning = QConvTuning {
+            rows,
+            col_vectors,
+            allow_vnni,
+            allow_depthwise: true,
+        };
+        return dw_suite(runs, tuning, only, disasm_path);
+    }
     let depthwise = args.iter().any(|a| a == "--depthwise");
     let allow_depthwise = !args.iter().any(|a| a == "--general");
     let c: usize = flag("--channels").map_or(Ok(if depthwise { 96 } else { 64 }), |v| v.parse())?;
@@ -38,14 +309,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cin_g = if depthwise { 1 } else { c };
     let hw: usize = flag("--size").map_or(Ok(56), |v| v.parse())?;
 
-    // deterministic pseudo-random contents (an LCG): only the timing matters here
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u32
-    };
+    let mut next = lcg();
     let x = Tensor::new(
         vec![1, c, hw, hw],
         TensorData::U8((0..c * hw * hw).map(|_| next() as u8).collect()),

@@ -22,8 +22,8 @@ pub struct AotOptions {
     pub target: AotTarget,
     /// Prefix of the exported symbols and the header's macros (a C identifier).
     pub name: String,
-    /// Micro-kernel shape and inner-product choice of the int8 convolutions (the depthwise
-    /// path is never used in an object: it widens in Rust).
+    /// Micro-kernel shape, inner-product choice and depthwise path of the int8
+    /// convolutions (as the JIT takes them).
     pub qconv: QConvTuning,
 }
 

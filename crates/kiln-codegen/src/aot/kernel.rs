@@ -61,23 +61,19 @@ impl std::fmt::Debug for AotKernel {
 }
 
 impl AotKernel {
-    /// An int8 convolution. The depthwise path widens its input in Rust, so an object
-    /// always uses the general micro-kernel (bit-identical results, docs/kernels.md §2).
-    /// The inner product follows the target: `sdot`/`usdot` trees on AArch64 with
-    /// `+dotprod`/`+i8mm`, `vpdpbusd` on x86 with VNNI, else the `pmaddwd` tree.
+    /// An int8 convolution, on the path the JIT would take (general, 1×1 or depthwise; both
+    /// paths are CLIF end to end). The inner product follows the target: `sdot`/`usdot`
+    /// trees on AArch64 with `+dotprod`/`+i8mm`, `vpdpbusd` on x86 with VNNI, else the
+    /// `pmaddwd` tree.
     pub fn qconv(
         node: &QConvNode,
         tuning: &QConvTuning,
         target: &AotTarget,
     ) -> Result<AotKernel, CodegenError> {
-        let tuning = QConvTuning {
-            allow_depthwise: false,
-            ..*tuning
-        };
-        recording(target, || {
-            QConvKernel::compile(node, &JitOptions::default(), &tuning)
+        Ok(recording(target, || {
+            QConvKernel::compile(node, &JitOptions::default(), tuning)
         })?
-        .into_aot()
+        .into_aot())
     }
 
     /// An f32 convolution; operands `x`, then the residual when `node.residual`.

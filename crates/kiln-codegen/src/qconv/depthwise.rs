@@ -1,78 +1,91 @@
 //! The depthwise path of QConv (one input and one output channel per group: `groups == C_in
-//! == C_out`), vectorized over channels instead of over one group's output channels, where
-//! the general micro-kernel would use one lane in four and one weight per pair or quad.
+//! == C_out`), vectorized over *output pixels of one channel*: lane `j` of an I32X4
+//! accumulator is pixel `ow + j` of an output row, so input and output stay in their NCHW
+//! planes (no transpose) and a tile of 16 pixels is stored as one 16-byte vector.
 //!
-//! **Taps side by side.** `pmaddwd` sums lane pairs and `vpdpbusd` lane quads; in a
-//! depthwise conv those cannot be input channels (there is one per output channel), so they
-//! are *horizontally adjacent kernel taps* of the same channel. The scratch entry of padded
-//! pixel `p` and channel `c` is one 32-bit word holding `t` consecutive taps' activations
-//! `x[p], x[p + dil_w], …, x[p + (t−1)·dil_w]` (`t = 2` i16 values for `pmaddwd`, `t = 4`
-//! u8 values for `vpdpbusd`; i8 activations shifted by +128 there, as in the general path),
-//! and the packed weight lane of channel `c` holds the `t` matching taps of `w'[c]`. One
-//! inner product then adds `t` taps of 4 channels; a kernel row of `k_w` taps takes
-//! `ceil(k_w / t)` *steps*, the taps past `k_w` having zero weights (so whatever
-//! activation they meet — the padding value past the row's end — adds nothing).
+//! **Taps side by side.** `pmaddwd` sums lane pairs and `vpdpbusd` (`usdot`, `sdot`) lane
+//! quads; here those are *horizontally adjacent kernel taps* of the lane's pixel. The
+//! 32-bit lane of pixel `ow` holds `t` activations `x[ow·s_w], x[ow·s_w + dil_w], …`
+//! (`t = 2` i16 values for `pmaddwd`, `t = 4` bytes for the byte dot products, i8 shifted
+//! by +128 for `vpdpbusd` as in the general path), gathered from the padded input row by
+//! one byte shuffle (`pshufb`) of one unaligned 16-byte load (two loads and a two-source
+//! shuffle when stride and dilation spread the four pixels over more than 16 bytes; single
+//! byte loads beyond 32). The weight vector holds the `t` matching taps of the channel in
+//! all four lanes. A kernel row of `k_w` taps takes `ceil(k_w / t)` *steps*, the taps past
+//! `k_w` having zero weights (so whatever activation they meet adds nothing).
 //!
-//! - **Scratch**: `[D_p][H_p][W_p][C_p]` words, `C_p` = channels rounded up to the tile
-//!   (`4·nr`); padding cells and extra channels hold the padding word (`zp_x` in every
-//!   element). Built by [`DwLayout::widen`] in Rust, one scratch row at a time (it stays in
-//!   L1 while every channel's input row is spread into it).
-//! - **Packed constants**: weights `[tile][kernel row][step][r < nr]` of 16-byte vectors
-//!   (lane `j` of vector `r` is channel `4r + j` of the tile, its `t` taps), then per tile
-//!   the folded bias (i32) and multipliers (f32) in `nr` vectors each (the layout the shared
-//!   epilogue reads), a pixel table (scratch offset of each output pixel's first tap, padded
-//!   to whole tiles by repeating the last pixel) and a kernel-row table (offset of each
-//!   `(k_d, k_h)` row from the first tap).
-//! - **Compute**: for each tile of `mr` output pixels, for each tile of `4·nr` channels:
-//!   `mr × nr` I32X4 accumulators over the kernel rows (a loop) and their steps (unrolled):
-//!   per step `nr` weight loads, `mr·nr` activation loads and inner products; then the
-//!   shared requantizing epilogue. Pixel tiles outside, channel tiles inside: the receptive
-//!   field of a pixel tile (all channels) stays in L1 while the channel tiles sweep it.
+//! - **Scratch**: the padded input, `[C][D_p][H_p][W_p]` elements (bytes, already shifted
+//!   for the byte dot products; i16 for `pmaddwd`), padding cells holding `zp_x`, and a
+//!   tail of slack bytes that the loads of the last row may reach (read only by lanes
+//!   that are never stored). Filled by a JIT-compiled *widen* function
+//!   ([`build_widen_function`]): per input row a copy in 16-byte vectors and exact-size
+//!   pieces (a top-bit flip for shifted bytes, `uload8x8`/`sload8x8` for i16), the padding
+//!   as runs of stores — one element per input byte, not a word per tap.
+//! - **Packed constants**, per channel: weights `[k_d][k_h][step]` 16-byte vectors (the
+//!   `t` taps repeated in four lanes), then the folded bias (i32) and the multiplier (f32)
+//!   each splatted to a vector.
+//! - **Compute** (`extern "C" fn(packed, scratch, out, first, end)`, the channels
+//!   `first..end`, so threads can split a batch item by channel): per channel, output depth
+//!   and tile of `R` output rows × `V` vectors of 4 pixels (`R = ceil(rows / 2)`, `V =
+//!   2 · col_vectors` of [`QConvTuning`], clamped to the output; default 2 × 4), `R·V`
+//!   accumulators starting at the bias, over the kernel rows and steps, then the
+//!   requantizing epilogue (`emit::epilogue`'s arithmetic per pixel vector) and 16-byte
+//!   stores. A row's last, partial tile has as many vectors as it needs and is moved back
+//!   to end at the row's end (recomputing up to 3 pixels); a plane's last row tile has the
+//!   remaining rows. Only a row narrower than a vector stores byte pieces. With 3×3 and a
+//!   byte dot product the kernel rows are unrolled, and since activation loads are pure
+//!   (`readonly`, `can_move`) and every shuffle uses one mask, the `R` output rows share
+//!   the loads and shuffles of the input rows they have in common; longer kernels loop
+//!   over their rows ([`UNROLLED_ROW_STEPS`]).
 
-use super::emit::{epilogue, ro, tile_pixel_outputs, TileConsts};
+use super::emit::{ro, Requant};
 use super::layout::InnerProduct;
 use super::plan::{QConvPlan, SP};
-use super::{Int8, QConvTuning};
+use super::QConvTuning;
 use crate::clif::{
-    at, counted_loop, define_function, mem_aligned, pmaddwd_accumulate, scaled, sdot_accumulate,
-    splat_i32, usdot_accumulate, vpdpbusd_accumulate, Accumulate,
+    at, counted_loop, define_function, fmax_to_bound, fmin_to_bound, mem, mem_aligned,
+    pmaddwd_accumulate, range_loop, scaled, sdot_accumulate, splat_f32, splat_i32,
+    usdot_accumulate, vcast, vpdpbusd_accumulate, Accumulate,
 };
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, Signature, Value};
+use cranelift_codegen::ir::{
+    types, ConstantData, Function, Immediate, InstBuilder, MemFlagsData, Signature, Value,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::DType;
 
+/// Kernel rows × steps up to which a tile's kernel rows are unrolled, so that the tile's
+/// output rows share the loads and shuffles of the input rows they have in common (3×3
+/// with a byte dot product: 3). Beyond it a loop over the kernel rows runs faster: the
+/// shared values of a longer unrolled sequence stay live across whole accumulator
+/// chains (Cranelift computes one chain after another) and spill (measured on 5×5 and on
+/// `pmaddwd`'s 3×3, where the loop is as fast or up to twice as fast).
+const UNROLLED_ROW_STEPS: usize = 4;
+
 #[derive(Clone, Debug)]
 pub(crate) struct DwLayout {
-    pub mr: usize,
-    pub nr: usize,
     pub inner: InnerProduct,
     /// Added to every activation before the inner product (see [`InnerProduct::activation_offset`]).
     pub activation_offset: i32,
-    /// Kernel taps per word: 2 (`pmaddwd`) or 4 (`vpdpbusd`).
+    /// Kernel taps per 32-bit lane: 2 (`pmaddwd`) or 4 (byte dot products).
     pub taps_per_step: usize,
     /// Steps per kernel row: `ceil(k_w / taps_per_step)`.
     pub steps: usize,
-    /// Channels rounded up to whole tiles.
-    pub channels_padded: usize,
-    /// Bytes between horizontally adjacent pixels of the scratch.
-    pub pixel_stride: usize,
+    /// Bytes per scratch element: 2 (i16, `pmaddwd`) or 1.
+    pub element_bytes: usize,
+    /// i8 activations (sign-extended to i16 elements).
+    pub signed_input: bool,
     pub padded: [usize; SP],
+    /// Scratch bytes of one channel's padded input.
+    pub channel_bytes: usize,
     pub scratch_bytes: usize,
-    pub full_tiles: usize,
-    /// Valid channels of the last, partial tile (0: none).
-    pub partial_channels: usize,
-    pub pixel_tiles: usize,
-    /// Byte offset of each kernel row `(k_d, k_h)` from its pixel's first tap.
-    pub row_offsets: Vec<usize>,
-    /// Byte offset between consecutive steps of a row: `taps_per_step · dil_w` pixels.
-    pub step_offset: usize,
-    pub tile_weight_bytes: usize,
-    pub bias_offset: usize,
-    pub multiplier_offset: usize,
-    pub pixel_table_offset: usize,
-    pub row_table_offset: usize,
+    /// Output rows per tile.
+    pub out_rows: usize,
+    /// I32X4 vectors (4 pixels each) per output row of a tile.
+    pub vectors: usize,
+    /// Packed bytes per channel: weight vectors, bias, multiplier.
+    pub channel_packed_bytes: usize,
     pub packed_bytes: usize,
 }
 
@@ -84,167 +97,62 @@ impl DwLayout {
     ) -> Result<DwLayout, CodegenError> {
         let too_big = |what: &str| CodegenError::Unsupported {
             op: "qconv",
-            reason: format!("{what} exceed(s) the 32-bit offsets of the kernel's tables"),
+            reason: format!("{what} exceed(s) the 32-bit offsets of the kernel"),
         };
-        let channels = plan.c_out;
         let taps_per_step = inner.channels_per_step();
+        let element_bytes = if inner.on_bytes() { 1 } else { 2 };
         let steps = plan.kernel[2].div_ceil(taps_per_step);
-        let nr = tuning.col_vectors.clamp(1, channels.div_ceil(4).max(1));
-        let mr = tuning.rows.clamp(1, plan.out_pixels().max(1));
-        let tile_channels = 4 * nr;
-        let channels_padded = channels.next_multiple_of(tile_channels);
-        let tiles = channels_padded / tile_channels;
-        let pixel_stride = channels_padded * 4;
+        let [_, out_h, out_w] = plan.output;
+        let vectors = (2 * tuning.col_vectors).clamp(1, out_w.div_ceil(4).max(1));
+        let out_rows = tuning.rows.div_ceil(2).clamp(1, out_h.max(1));
         let padded = plan.padded();
-        let scratch_bytes = (padded.iter().product::<usize>() * pixel_stride).next_multiple_of(64);
+        let channel_bytes = padded.iter().product::<usize>() * element_bytes;
+        // the loads of the last row may reach past its end: the lanes of pixels past a
+        // narrow row (`4·V·s_w` elements), the zero-weight taps of the last step, and the
+        // 32-byte window of a shuffled load
+        let slack = element_bytes
+            * (4 * vectors * plan.stride[2] + steps * taps_per_step * plan.dilation[2])
+            + 64;
+        let scratch_bytes = (plan.c_in * channel_bytes + slack).next_multiple_of(64);
         if scratch_bytes > u32::MAX as usize {
             return Err(too_big("the padded input"));
         }
-        let row = padded[2] * pixel_stride;
-        let plane = padded[1] * row;
-        let mut row_offsets = Vec::with_capacity(plan.kernel[0] * plan.kernel[1]);
-        for kd in 0..plan.kernel[0] {
-            for kh in 0..plan.kernel[1] {
-                row_offsets.push(kd * plan.dilation[0] * plane + kh * plan.dilation[1] * row);
-            }
-        }
-        let step_offset = taps_per_step * plan.dilation[2] * pixel_stride;
-        let tile_weight_bytes = row_offsets.len() * steps * nr * 16;
-        let pixel_tiles = plan.out_pixels().div_ceil(mr);
-        let bias_offset = tiles * tile_weight_bytes;
-        let multiplier_offset = bias_offset + tiles * nr * 16;
-        let pixel_table_offset = multiplier_offset + tiles * nr * 16;
-        let row_table_offset = pixel_table_offset + pixel_tiles * mr * 4;
-        let packed_bytes = row_table_offset + row_offsets.len() * 4;
+        let rows = plan.kernel[0] * plan.kernel[1];
+        let channel_packed_bytes = (rows * steps + 2) * 16;
+        let packed_bytes = plan.c_out * channel_packed_bytes;
         if packed_bytes > i32::MAX as usize {
             return Err(too_big("the packed weights"));
         }
         Ok(DwLayout {
-            mr,
-            nr,
             inner,
             activation_offset: inner.activation_offset(plan.x_dtype),
             taps_per_step,
             steps,
-            channels_padded,
-            pixel_stride,
+            element_bytes,
+            signed_input: plan.x_dtype == DType::I8,
             padded,
+            channel_bytes,
             scratch_bytes,
-            full_tiles: channels / tile_channels,
-            partial_channels: channels % tile_channels,
-            pixel_tiles,
-            row_offsets,
-            step_offset,
-            tile_weight_bytes,
-            bias_offset,
-            multiplier_offset,
-            pixel_table_offset,
-            row_table_offset,
+            out_rows,
+            vectors,
+            channel_packed_bytes,
             packed_bytes,
         })
     }
 
-    fn tiles(&self) -> usize {
-        self.channels_padded / (4 * self.nr)
+    /// Output pixels per tile.
+    pub fn tile_pixels(&self) -> usize {
+        4 * self.out_rows * self.vectors
     }
 
-    /// Bits of one activation inside a word.
-    fn element_bits(&self) -> usize {
-        32 / self.taps_per_step
-    }
-
-    /// The bits of activation `v` as one element of a word: i16 (`pmaddwd`) or a byte
-    /// shifted by the activation offset (the byte dot products: the signedness the
-    /// instruction reads).
+    /// The scratch element of activation `v`, in its low `8 · element_bytes` bits: i16
+    /// (`pmaddwd`) or a byte shifted by the activation offset (the byte dot products: the
+    /// signedness the instruction reads).
     fn element(&self, v: i32) -> u32 {
         match self.inner {
             InnerProduct::Pmaddwd => v as i16 as u16 as u32,
             InnerProduct::Vpdpbusd | InnerProduct::Usdot | InnerProduct::Sdot => {
                 (v + self.activation_offset) as u8 as u32
-            }
-        }
-    }
-
-    /// The word of a padding cell: `zp_x` in every element.
-    fn padding_word(&self, plan: &QConvPlan) -> u32 {
-        let e = self.element(plan.x_zero_point);
-        (0..self.taps_per_step).fold(0, |w, k| w | (e << (self.element_bits() * k)))
-    }
-
-    /// Byte offset in the scratch of padded pixel `(d, h, w)`.
-    fn scratch_pixel(&self, d: usize, h: usize, w: usize) -> usize {
-        ((d * self.padded[1] + h) * self.padded[2] + w) * self.pixel_stride
-    }
-
-    /// Fill the scratch from one batch item `x` (`[C][D][H][W]`): every word of every
-    /// padded pixel and channel, padding cells and extra channels with the padding word.
-    ///
-    /// Per input row, every channel's values are first encoded (a 256-entry table from the
-    /// raw byte to its element bits) and transposed into `row_elements`, `[W_p + extra][C]`
-    /// (padding columns keep the padding element); each pixel's words are then a lane-wise
-    /// combination of `t` contiguous slices of it (`t` taps `dil_w` pixels apart), which
-    /// the compiler vectorizes, written contiguously.
-    pub fn widen<X: Int8>(&self, plan: &QConvPlan, x: &[X], scratch: &mut [u8]) {
-        let [d_p, h_p, w_p] = self.padded;
-        let [d_n, h_n, w_n] = plan.input;
-        let channels = plan.c_in;
-        let pad_word = self.padding_word(plan).to_le_bytes();
-        let pad_element = self.element(plan.x_zero_point);
-        let signed = plan.x_dtype == DType::I8;
-        let encode: Vec<u32> = (0..=255u8)
-            .map(|raw| self.element(if signed { raw as i8 as i32 } else { raw as i32 }))
-            .collect();
-        let dil = plan.dilation[2];
-        let tps = self.taps_per_step;
-        let columns = w_p + (tps - 1) * dil;
-        let mut row_elements = vec![pad_element; columns * channels];
-        let row_bytes = w_p * self.pixel_stride;
-        let mut words = vec![0u32; channels];
-        for pd in 0..d_p {
-            for ph in 0..h_p {
-                let start = self.scratch_pixel(pd, ph, 0);
-                let row = &mut scratch[start..start + row_bytes];
-                let (id, ih) = (
-                    pd.wrapping_sub(plan.pad_begin[0]),
-                    ph.wrapping_sub(plan.pad_begin[1]),
-                );
-                if id >= d_n || ih >= h_n {
-                    for word in row.chunks_exact_mut(4) {
-                        word.copy_from_slice(&pad_word);
-                    }
-                    continue;
-                }
-                for c in 0..channels {
-                    let src = ((c * d_n + id) * h_n + ih) * w_n;
-                    for (iw, v) in x[src..src + w_n].iter().enumerate() {
-                        row_elements[(plan.pad_begin[2] + iw) * channels + c] =
-                            encode[v.bits() as usize];
-                    }
-                }
-                let column = |pw: usize| &row_elements[pw * channels..(pw + 1) * channels];
-                for (pw, pixel) in row.chunks_exact_mut(self.pixel_stride).enumerate() {
-                    if tps == 2 {
-                        let (e0, e1) = (column(pw), column(pw + dil));
-                        for ((w, &a), &b) in words.iter_mut().zip(e0).zip(e1) {
-                            *w = a | (b << 16);
-                        }
-                    } else {
-                        let (e0, e1) = (column(pw), column(pw + dil));
-                        let (e2, e3) = (column(pw + 2 * dil), column(pw + 3 * dil));
-                        for ((((w, &a), &b), &c), &d) in
-                            words.iter_mut().zip(e0).zip(e1).zip(e2).zip(e3)
-                        {
-                            *w = a | (b << 8) | (c << 16) | (d << 24);
-                        }
-                    }
-                    let (real, extra) = pixel.split_at_mut(4 * channels);
-                    for (bytes, w) in real.chunks_exact_mut(4).zip(&words) {
-                        bytes.copy_from_slice(&w.to_le_bytes());
-                    }
-                    for bytes in extra.chunks_exact_mut(4) {
-                        bytes.copy_from_slice(&pad_word);
-                    }
-                }
             }
         }
     }
@@ -258,28 +166,21 @@ impl DwLayout {
         plan.bias[c].wrapping_sub(self.activation_offset.wrapping_mul(sum))
     }
 
-    /// The constant blob: packed weights, bias, multipliers, pixel and row tables.
+    /// The constant blob: per channel its weight vectors, bias and multiplier.
     pub fn pack(&self, plan: &QConvPlan) -> Vec<u8> {
         let mut blob = Vec::with_capacity(self.packed_bytes);
-        let tile_channels = 4 * self.nr;
-        let [_, k_h, k_w] = plan.kernel;
+        let [k_d, k_h, k_w] = plan.kernel;
         let taps = plan.taps();
-        let channel = |t: usize, lane: usize| {
-            let c = t * tile_channels + lane;
-            (c < plan.c_out).then_some(c)
-        };
-        for t in 0..self.tiles() {
-            for row in 0..self.row_offsets.len() {
-                let (kd, kh) = (row / k_h, row % k_h);
+        for c in 0..plan.c_out {
+            for row in 0..k_d * k_h {
                 for step in 0..self.steps {
-                    for lane in 0..tile_channels {
+                    for _lane in 0..4 {
                         for k in 0..self.taps_per_step {
                             let kw = step * self.taps_per_step + k;
-                            let w = match channel(t, lane) {
-                                Some(c) if kw < k_w => {
-                                    plan.weights[c * taps + (kd * k_h + kh) * k_w + kw]
-                                }
-                                _ => 0,
+                            let w = if kw < k_w {
+                                plan.weights[c * taps + row * k_w + kw]
+                            } else {
+                                0
                             };
                             match self.inner {
                                 InnerProduct::Pmaddwd => {
@@ -293,170 +194,682 @@ impl DwLayout {
                     }
                 }
             }
-        }
-        debug_assert_eq!(blob.len(), self.bias_offset);
-        for t in 0..self.tiles() {
-            for lane in 0..tile_channels {
-                let b = channel(t, lane).map_or(0, |c| self.bias(plan, c));
-                blob.extend_from_slice(&b.to_le_bytes());
+            let bias = self.bias(plan, c).to_le_bytes();
+            let multiplier = plan.multipliers[c].to_le_bytes();
+            for _ in 0..4 {
+                blob.extend_from_slice(&bias);
             }
-        }
-        for t in 0..self.tiles() {
-            for lane in 0..tile_channels {
-                let m = channel(t, lane).map_or(1.0, |c| plan.multipliers[c]);
-                blob.extend_from_slice(&m.to_le_bytes());
+            for _ in 0..4 {
+                blob.extend_from_slice(&multiplier);
             }
-        }
-        let pixels = plan.out_pixels();
-        for p in 0..self.pixel_tiles * self.mr {
-            let p = p.min(pixels - 1);
-            let ow = p % plan.output[2];
-            let oh = (p / plan.output[2]) % plan.output[1];
-            let od = p / (plan.output[2] * plan.output[1]);
-            let off = self.scratch_pixel(
-                od * plan.stride[0],
-                oh * plan.stride[1],
-                ow * plan.stride[2],
-            );
-            blob.extend_from_slice(&(off as u32).to_le_bytes());
-        }
-        for &off in &self.row_offsets {
-            blob.extend_from_slice(&(off as u32).to_le_bytes());
         }
         debug_assert_eq!(blob.len(), self.packed_bytes);
         blob
     }
 }
 
-/// `extern "C" fn(packed, scratch, out)` for one batch item (see the module doc).
+/// `extern "C" fn(x, scratch)` for one batch item: fill the scratch with every channel's
+/// padded input (see the module doc): per channel, the padding planes and rows as one run
+/// of padding elements each, and per input row the left padding, the row's elements
+/// (bytes flipped by the activation offset, or widened to i16) and the right padding, in
+/// 16-byte vectors and exact-size pieces (nothing past the input is read). The slack past
+/// the last channel is not written.
+pub(crate) fn build_widen_function(
+    plan: &QConvPlan,
+    layout: &DwLayout,
+    signature: Signature,
+    target: TargetFrontendConfig,
+) -> Function {
+    define_function(signature, target, |b, p| {
+        let (x, scratch) = (p[0], p[1]);
+        let [_, h_p, w_p] = layout.padded;
+        let [d_n, h_n, w_n] = plan.input;
+        let e = layout.element_bytes;
+        let (row, plane) = (w_p * e, h_p * w_p * e);
+        let pad = layout.element(plan.x_zero_point);
+        let pad = if e == 1 {
+            let byte = b.ins().iconst(types::I8, pad as i64);
+            b.ins().splat(types::I8X16, byte)
+        } else {
+            let half = b.ins().iconst(types::I16, pad as i64);
+            let v = b.ins().splat(types::I16X8, half);
+            vcast(b, types::I8X16, v)
+        };
+        let [pad_d, pad_h, pad_w] = plan.pad_begin;
+        let bottom_rows = h_p - pad_h - h_n;
+        let back_planes = layout.padded[0] - pad_d - d_n;
+        counted_loop(b, plan.c_in, |b, c| {
+            let src_c = scaled(b, x, c, plan.in_pixels());
+            let dst_c = scaled(b, scratch, c, layout.channel_bytes);
+            fill(b, pad, dst_c, 0, pad_d * plane);
+            counted_loop(b, d_n, |b, id| {
+                let src_d = scaled(b, src_c, id, h_n * w_n);
+                let dst_d = scaled(b, dst_c, id, plane);
+                let dst_d = b.ins().iadd_imm_u(dst_d, (pad_d * plane) as i64);
+                fill(b, pad, dst_d, 0, pad_h * row);
+                counted_loop(b, h_n, |b, ih| {
+                    let src = scaled(b, src_d, ih, w_n);
+                    let dst = scaled(b, dst_d, ih, row);
+                    let dst = b.ins().iadd_imm_u(dst, (pad_h * row) as i64);
+                    fill(b, pad, dst, 0, pad_w * e);
+                    copy_elements(b, layout, src, dst, pad_w * e, w_n);
+                    fill(b, pad, dst, (pad_w + w_n) * e, row - (pad_w + w_n) * e);
+                });
+                fill(b, pad, dst_d, (pad_h + h_n) * row, bottom_rows * row);
+            });
+            fill(b, pad, dst_c, (pad_d + d_n) * plane, back_planes * plane);
+        });
+    })
+}
+
+/// Store `len` bytes of the repeating padding vector `pad` at `dst + offset`: 16-byte
+/// vectors, then pieces (the padding element's size divides every piece).
+fn fill(b: &mut FunctionBuilder, pad: Value, dst: Value, offset: usize, len: usize) {
+    let dst = if offset > 0 {
+        b.ins().iadd_imm_u(dst, offset as i64)
+    } else {
+        dst
+    };
+    counted_loop(b, len / 16, |b, i| {
+        let at = scaled(b, dst, i, 16);
+        b.ins().store(mem(), pad, at, 0);
+    });
+    store_bytes(b, pad, dst, len / 16 * 16, len % 16);
+}
+
+/// Copy `count` input elements from `src` to `dst + offset` as scratch elements: bytes
+/// (their top bit flipped when the activation offset is ±128) or i16.
+fn copy_elements(
+    b: &mut FunctionBuilder,
+    layout: &DwLayout,
+    src: Value,
+    dst: Value,
+    offset: usize,
+    count: usize,
+) {
+    let dst = b.ins().iadd_imm_u(dst, offset as i64);
+    let flip = layout.activation_offset != 0;
+    if layout.element_bytes == 1 {
+        // ±128 flips the top bit of a byte (the offset is 0 or ±128)
+        let flips = if flip {
+            let top = b.ins().iconst(types::I8, 0x80);
+            Some(b.ins().splat(types::I8X16, top))
+        } else {
+            None
+        };
+        counted_loop(b, count / 16, |b, i| {
+            let from = scaled(b, src, i, 16);
+            let to = scaled(b, dst, i, 16);
+            let v = b.ins().load(types::I8X16, mem(), from, 0);
+            let v = match flips {
+                Some(f) => b.ins().bxor(v, f),
+                None => v,
+            };
+            b.ins().store(mem(), v, to, 0);
+        });
+        let mut done = count / 16 * 16;
+        for (size, ty) in [
+            (8, types::I64),
+            (4, types::I32),
+            (2, types::I16),
+            (1, types::I8),
+        ] {
+            if count - done >= size {
+                let v = b.ins().load(ty, mem(), src, done as i32);
+                let v = if flip {
+                    b.ins()
+                        .bxor_imm_u(v, (0x8080_8080_8080_8080u64 >> (64 - 8 * size)) as i64)
+                } else {
+                    v
+                };
+                b.ins().store(mem(), v, dst, done as i32);
+                done += size;
+            }
+        }
+    } else {
+        // `pmaddwd` reads activations as they are (offset 0): i8 sign-, u8 zero-extended
+        let signed = layout.signed_input;
+        counted_loop(b, count / 8, |b, i| {
+            let from = scaled(b, src, i, 8);
+            let to = scaled(b, dst, i, 16);
+            let v = if signed {
+                b.ins().sload8x8(mem(), from, 0)
+            } else {
+                b.ins().uload8x8(mem(), from, 0)
+            };
+            b.ins().store(mem(), v, to, 0);
+        });
+        for k in count / 8 * 8..count {
+            let v = if signed {
+                b.ins().sload8(types::I32, mem(), src, k as i32)
+            } else {
+                b.ins().uload8(types::I32, mem(), src, k as i32)
+            };
+            b.ins().istore16(mem(), v, dst, (2 * k) as i32);
+        }
+    }
+}
+
+/// Byte `i` of one step's activation vector, as a byte offset in the scratch row from
+/// the first tap of the vector's first pixel: lane `i / 4` is the pixel (`stride` elements
+/// apart), `i % 4` the byte of its taps (`dilation` elements apart) of `element_bytes`.
+fn gather_indices(element_bytes: usize, stride: usize, dilation: usize) -> [usize; 16] {
+    std::array::from_fn(|i| {
+        let (lane, within) = (i / 4, i % 4);
+        let (tap, byte) = (within / element_bytes, within % element_bytes);
+        element_bytes * (lane * stride + tap * dilation) + byte
+    })
+}
+
+/// Loads of the scratch (not written during a compute call, in bounds, possibly
+/// unaligned): pure for Cranelift, so identical loads of a tile merge and invariant ones
+/// leave loops (see `emit::ro`).
+fn scratch_load() -> MemFlagsData {
+    mem().with_readonly().with_can_move()
+}
+
+/// Loads of weight vectors: aligned and read-only, but not movable, so they stay next
+/// to their uses inside the tile instead of being hoisted out of the pixel loops (where
+/// a 5×5 kernel's ten vectors would hold registers the accumulators need, and spill).
+fn weight_load() -> MemFlagsData {
+    mem_aligned().with_readonly()
+}
+
+/// How one step's activation vector is gathered from the scratch (see the module doc).
+#[derive(Clone, Copy)]
+enum Gather {
+    /// The 16 bytes at the address, as they are (`pmaddwd` at stride 2, dilation 1).
+    Load,
+    /// One 16-byte load and a byte shuffle (indices < 16).
+    Shuffle1([u8; 16]),
+    /// Two 16-byte loads and a two-source shuffle (indices < 32).
+    Shuffle2([u8; 16]),
+    /// Sixteen byte loads (indices beyond 32: large strides or dilations).
+    Bytes([usize; 16]),
+}
+
+impl Gather {
+    fn new(indices: [usize; 16]) -> Gather {
+        let max = indices.iter().copied().max().unwrap_or(0);
+        let bytes = indices.map(|i| i as u8);
+        if indices.iter().enumerate().all(|(k, &i)| k == i) {
+            Gather::Load
+        } else if max < 16 {
+            Gather::Shuffle1(bytes)
+        } else if max < 32 {
+            Gather::Shuffle2(bytes)
+        } else {
+            Gather::Bytes(indices)
+        }
+    }
+
+    /// The I8X16 activation vector of the pixels whose first tap is at `base + offset`;
+    /// `mask` the shuffle's immediate (shuffling gathers).
+    fn emit(
+        self,
+        b: &mut FunctionBuilder,
+        mask: Option<Immediate>,
+        base: Value,
+        offset: usize,
+    ) -> Value {
+        let load = |b: &mut FunctionBuilder, extra: usize| {
+            let (addr, off) = at(b, base, offset + extra);
+            b.ins().load(types::I8X16, scratch_load(), addr, off)
+        };
+        let mask = || mask.expect("a shuffling gather has its mask");
+        match self {
+            Gather::Load => load(b, 0),
+            Gather::Shuffle1(_) => {
+                let v = load(b, 0);
+                // both operands the same vector: one `pshufb` on x64
+                b.ins().shuffle(v, v, mask())
+            }
+            Gather::Shuffle2(_) => {
+                let (lo, hi) = (load(b, 0), load(b, 16));
+                b.ins().shuffle(lo, hi, mask())
+            }
+            Gather::Bytes(indices) => {
+                let mut v = b.ins().iconst(types::I8, 0);
+                v = b.ins().splat(types::I8X16, v);
+                for (lane, &i) in indices.iter().enumerate() {
+                    let (addr, off) = at(b, base, offset + i);
+                    let byte = b.ins().load(types::I8, scratch_load(), addr, off);
+                    v = b.ins().insertlane(v, byte, lane as u8);
+                }
+                v
+            }
+        }
+    }
+}
+
+/// `extern "C" fn(packed, scratch, out, first, end)` for one batch item: the output
+/// channels `first..end` (see the module doc).
 pub(crate) fn build_compute_function(
     plan: &QConvPlan,
     layout: &DwLayout,
     signature: Signature,
     target: TargetFrontendConfig,
-    exact_cvtt: bool,
 ) -> Function {
     define_function(signature, target, |b, p| {
-        let (packed, scratch, out) = (p[0], p[1], p[2]);
-        let (mr, nr) = (layout.mr, layout.nr);
-        let pixels = plan.out_pixels();
-        let accs: Vec<Vec<Variable>> = (0..mr)
-            .map(|_| (0..nr).map(|_| b.declare_var(types::I32X4)).collect())
-            .collect();
-        counted_loop(b, layout.pixel_tiles, |b, pt| {
-            let table = scaled(b, packed, pt, mr * 4);
-            let bases: Vec<Value> = (0..mr)
-                .map(|m| {
-                    let off =
-                        b.ins()
-                            .uload32(ro(), table, (layout.pixel_table_offset + 4 * m) as i32);
-                    b.ins().iadd(scratch, off)
-                })
-                .collect();
-            let pixel_out = tile_pixel_outputs(b, pt, mr, pixels, out);
-            let sweep = Sweep {
-                plan,
-                layout,
-                packed,
-                accs: &accs,
-                bases: &bases,
-                pixel_out: &pixel_out,
-                exact_cvtt,
-            };
-            counted_loop(b, layout.full_tiles, |b, t| sweep.tile(b, t, 4 * nr));
-            if layout.partial_channels > 0 {
-                let t = b.ins().iconst(types::I64, layout.full_tiles as i64);
-                sweep.tile(b, t, layout.partial_channels);
-            }
+        let (packed, scratch, out, first, end) = (p[0], p[1], p[2], p[3], p[4]);
+        let [_, h_p, w_p] = layout.padded;
+        let [out_d, out_h, out_w] = plan.output;
+        let e = layout.element_bytes;
+        let (rows, vectors) = (layout.out_rows, layout.vectors);
+        let tile_w = 4 * vectors;
+        let gather = Gather::new(gather_indices(e, plan.stride[2], plan.dilation[2]));
+        // one immediate for every shuffle, so that equal shuffles of a tile are one value
+        let mask = match gather {
+            Gather::Shuffle1(mask) | Gather::Shuffle2(mask) => Some(
+                b.func
+                    .dfg
+                    .immediates
+                    .push(ConstantData::from(mask.as_slice())),
+            ),
+            Gather::Load | Gather::Bytes(_) => None,
+        };
+        let tile = Tile {
+            plan,
+            layout,
+            gather,
+            mask,
+            accs: (0..rows * vectors)
+                .map(|_| b.declare_var(types::I32X4))
+                .collect(),
+        };
+        // whole tiles, then the rest of a row in one tile of as many vectors as it needs,
+        // moved back to end at the row's end (a row narrower than that: its pixels only)
+        let full_cols = out_w / tile_w;
+        let rest = out_w % tile_w;
+        let tail_vectors = rest.div_ceil(4);
+        let tail_start = out_w.saturating_sub(4 * tail_vectors);
+        let tail_stored = (4 * tail_vectors).min(out_w);
+        let (full_rows, rest_rows) = (out_h / rows, out_h % rows);
+        range_loop(b, first, end, |b, c| {
+            let consts = scaled(b, packed, c, layout.channel_packed_bytes);
+            let src_c = scaled(b, scratch, c, layout.channel_bytes);
+            let out_c = scaled(b, out, c, plan.out_pixels());
+            counted_loop(b, out_d, |b, od| {
+                let src_d = scaled(b, src_c, od, plan.stride[0] * h_p * w_p * e);
+                let out_d = scaled(b, out_c, od, out_h * out_w);
+                let row_tile = |b: &mut FunctionBuilder, oh: Value, rows: usize| {
+                    let src_h = scaled(b, src_d, oh, plan.stride[1] * w_p * e);
+                    let out_row = scaled(b, out_d, oh, out_w);
+                    counted_loop(b, full_cols, |b, ct| {
+                        let ow = b.ins().imul_imm_u(ct, tile_w as i64);
+                        let src = scaled(b, src_h, ow, plan.stride[2] * e);
+                        let dst = b.ins().iadd(out_row, ow);
+                        tile.emit(b, src, consts, dst, rows, vectors, tile_w);
+                    });
+                    if tail_vectors > 0 {
+                        let (src, off) = at(b, src_h, tail_start * plan.stride[2] * e);
+                        let src = b.ins().iadd_imm_u(src, off as i64);
+                        let dst = b.ins().iadd_imm_u(out_row, tail_start as i64);
+                        tile.emit(b, src, consts, dst, rows, tail_vectors, tail_stored);
+                    }
+                };
+                counted_loop(b, full_rows, |b, rt| {
+                    let oh = b.ins().imul_imm_u(rt, rows as i64);
+                    row_tile(b, oh, rows);
+                });
+                if rest_rows > 0 {
+                    let oh = b.ins().iconst(types::I64, (out_h - rest_rows) as i64);
+                    row_tile(b, oh, rest_rows);
+                }
+            });
         });
     })
 }
 
-/// One pixel tile's values, shared by its channel tiles.
-struct Sweep<'a> {
+/// A tile's code generator: up to `R` output rows × `V` vectors of 4 pixels.
+struct Tile<'a> {
     plan: &'a QConvPlan,
     layout: &'a DwLayout,
-    packed: Value,
-    accs: &'a [Vec<Variable>],
-    /// Scratch address of each pixel's first tap (channel 0).
-    bases: &'a [Value],
-    /// Output address of each pixel in channel 0.
-    pixel_out: &'a [Value],
-    exact_cvtt: bool,
+    gather: Gather,
+    /// The shuffle's mask (shuffling gathers).
+    mask: Option<Immediate>,
+    /// Accumulator of row `r`, vector `v` at `r · V + v`.
+    accs: Vec<Variable>,
 }
 
-impl Sweep<'_> {
-    /// Channel tile `t` (an i64 value) of the pixel tile: `channels` valid channels.
-    fn tile(&self, b: &mut FunctionBuilder, t: Value, channels: usize) {
-        let layout = self.layout;
-        let nr = layout.nr;
-        let tile_bytes = nr * 16;
-        let weights = scaled(b, self.packed, t, layout.tile_weight_bytes);
-        let consts = scaled(b, self.packed, t, tile_bytes);
-        let bases: Vec<Value> = self
-            .bases
-            .iter()
-            .map(|&base| scaled(b, base, t, tile_bytes))
-            .collect();
-        let zero = splat_i32(b, 0);
-        for row in self.accs {
-            for &acc in row {
-                b.def_var(acc, zero);
-            }
+impl Tile<'_> {
+    /// The tile of `rows` output rows × `vectors` vectors whose first input element (row
+    /// 0, pixel 0, tap 0) is at `src`: its channel's constants at `consts`, its first output
+    /// pixel at `dst`, `stored` pixels of each row stored.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        b: &mut FunctionBuilder,
+        src: Value,
+        consts: Value,
+        dst: Value,
+        rows: usize,
+        vectors: usize,
+        stored: usize,
+    ) {
+        let (plan, layout) = (self.plan, self.layout);
+        let [_, h_p, w_p] = layout.padded;
+        let [k_d, k_h, _] = plan.kernel;
+        let e = layout.element_bytes;
+        let steps = layout.steps;
+        let weights_bytes = k_d * k_h * steps * 16;
+        // the accumulators start at the folded bias
+        let bias = b
+            .ins()
+            .load(types::I32X4, ro(), consts, weights_bytes as i32);
+        let accs = self.accs_of(rows, vectors);
+        for &acc in accs.iter().flatten() {
+            b.def_var(acc, bias);
         }
+        let row_bytes = w_p * e;
+        let row_weights = steps * 16;
+        counted_loop(b, k_d, |b, kd| {
+            let src_kd = scaled(b, src, kd, plan.dilation[0] * h_p * row_bytes);
+            let w_kd = scaled(b, consts, kd, k_h * row_weights);
+            if k_h * steps <= UNROLLED_ROW_STEPS {
+                for kh in 0..k_h {
+                    let offset = kh * plan.dilation[1] * row_bytes;
+                    self.kernel_row(b, &accs, src_kd, offset, w_kd, kh);
+                }
+            } else {
+                counted_loop(b, k_h, |b, kh| {
+                    let src_kh = scaled(b, src_kd, kh, plan.dilation[1] * row_bytes);
+                    let w_kh = scaled(b, w_kd, kh, row_weights);
+                    self.kernel_row(b, &accs, src_kh, 0, w_kh, 0);
+                });
+            }
+        });
+        self.epilogue(b, &accs, consts, weights_bytes, dst, stored);
+    }
+
+    /// The accumulators of a tile of `rows` × `vectors`, by row.
+    fn accs_of(&self, rows: usize, vectors: usize) -> Vec<Vec<Variable>> {
+        (0..rows)
+            .map(|r| {
+                let first = r * self.layout.vectors;
+                self.accs[first..first + vectors].to_vec()
+            })
+            .collect()
+    }
+
+    /// Kernel row `kh` (its weights at `weights + kh · steps · 16`, its first input row at
+    /// `src + offset` for the tile's output row 0) into every accumulator.
+    fn kernel_row(
+        &self,
+        b: &mut FunctionBuilder,
+        accs: &[Vec<Variable>],
+        src: Value,
+        offset: usize,
+        weights: Value,
+        kh: usize,
+    ) {
+        let (plan, layout) = (self.plan, self.layout);
+        let e = layout.element_bytes;
+        let row_bytes = layout.padded[2] * e;
         let (vector, accumulate): (_, Accumulate) = match layout.inner {
             InnerProduct::Pmaddwd => (types::I16X8, pmaddwd_accumulate),
             InnerProduct::Vpdpbusd => (types::I8X16, vpdpbusd_accumulate),
             InnerProduct::Usdot => (types::I8X16, usdot_accumulate),
             InnerProduct::Sdot => (types::I8X16, sdot_accumulate),
         };
-        let row_weight_bytes = layout.steps * tile_bytes;
-        counted_loop(b, layout.row_offsets.len(), |b, row| {
-            let table = scaled(b, self.packed, row, 4);
-            let row_offset = b
-                .ins()
-                .uload32(mem_aligned(), table, layout.row_table_offset as i32);
-            let moved: Vec<Value> = bases
-                .iter()
-                .map(|&base| b.ins().iadd(base, row_offset))
-                .collect();
-            let wrow = scaled(b, weights, row, row_weight_bytes);
-            for step in 0..layout.steps {
-                for r in 0..nr {
-                    let w = b
-                        .ins()
-                        .load(vector, ro(), wrow, ((step * nr + r) * 16) as i32);
-                    for (m, &base) in moved.iter().enumerate() {
-                        let (addr, off) = at(b, base, step * layout.step_offset + 16 * r);
-                        let a = b.ins().load(vector, ro(), addr, off);
-                        let acc = b.use_var(self.accs[m][r]);
-                        let acc = accumulate(b, acc, a, w);
-                        b.def_var(self.accs[m][r], acc);
-                    }
+        for step in 0..layout.steps {
+            let w = b.ins().load(
+                vector,
+                weight_load(),
+                weights,
+                ((kh * layout.steps + step) * 16) as i32,
+            );
+            for (r, row) in accs.iter().enumerate() {
+                for (v, &acc) in row.iter().enumerate() {
+                    let at = offset
+                        + r * plan.stride[1] * row_bytes
+                        + e * (4 * v * plan.stride[2]
+                            + step * layout.taps_per_step * plan.dilation[2]);
+                    let a = self.gather.emit(b, self.mask, src, at);
+                    let a = vcast(b, vector, a);
+                    let sum = b.use_var(acc);
+                    let sum = accumulate(b, sum, a, w);
+                    b.def_var(acc, sum);
                 }
             }
-        });
-        let pixels = self.plan.out_pixels();
-        let pixel_out: Vec<Value> = self
-            .pixel_out
-            .iter()
-            .map(|&p| scaled(b, p, t, 4 * nr * pixels))
-            .collect();
-        let tile_consts = TileConsts {
-            nr,
-            bias_offset: layout.bias_offset,
-            multiplier_offset: layout.multiplier_offset,
-            channel_stride: pixels,
+        }
+    }
+
+    /// Requantize the accumulators (the bias already in) and store each output row's
+    /// `stored` pixels: 16-byte vectors, byte pieces for a row narrower than the tile.
+    ///
+    /// The arithmetic is `emit::epilogue`'s with its two clamps merged: `· multiplier`,
+    /// clamp to `[act_lo − zp, act_hi − zp]` in f32, round half to even, `+ zp`. Equal to
+    /// clamping to `[q_min − zp, q_max − zp]`, rounding, adding `zp` and clamping to
+    /// `[act_lo, act_hi]`: the activation bounds are integers inside the output range and
+    /// rounding is monotonic, so it commutes with a clamp to integer bounds (a NaN gives
+    /// the low bound either way); the result is in range, so the narrowing is exact. The
+    /// rounding and `+ zp` are one f32 addition and one integer subtraction (below).
+    fn epilogue(
+        &self,
+        b: &mut FunctionBuilder,
+        accs: &[Vec<Variable>],
+        consts: Value,
+        weights_bytes: usize,
+        dst: Value,
+        stored: usize,
+    ) {
+        let requant: Requant = self.plan.requant();
+        let mult = b
+            .ins()
+            .load(types::F32X4, ro(), consts, (weights_bytes + 16) as i32);
+        let (act_lo, act_hi) = requant.act_bounds;
+        let zero_point = requant.zero_point;
+        // integers of at most 9 bits: exact in f32
+        let lo_f = splat_f32(b, (act_lo - zero_point) as f32);
+        let hi_f = splat_f32(b, (act_hi - zero_point) as f32);
+        // round half to even and add zp: `f + 1.5·2^23` in f32 is the integer `2^23 + 2^22 +
+        // round(f)` (|f| ≤ 255: the sum lies in [2^23, 2^24), where the spacing is 1, and
+        // IEEE addition rounds ties to even, the parity of the even `1.5·2^23 + n` being
+        // n's), so its bits minus `bits(1.5·2^23) − zp` are `round(f) + zp`
+        const MAGIC: f32 = 12_582_912.0;
+        let magic = splat_f32(b, MAGIC);
+        let unbias = splat_i32(b, (MAGIC.to_bits() as i32).wrapping_sub(zero_point));
+        let out_w = self.plan.output[2];
+        for (r, row) in accs.iter().enumerate() {
+            let q: Vec<Value> = row
+                .iter()
+                .map(|&acc| {
+                    let acc = b.use_var(acc);
+                    let f = b.ins().fcvt_from_sint(types::F32X4, acc);
+                    let f = b.ins().fmul(f, mult);
+                    let f = fmax_to_bound(b, f, lo_f);
+                    let f = fmin_to_bound(b, f, hi_f);
+                    let f = b.ins().fadd(f, magic);
+                    let i = vcast(b, types::I32X4, f);
+                    b.ins().isub(i, unbias)
+                })
+                .collect();
+            // four I32X4 → two I16X8 → 16 bytes: pixels 16·chunk .. 16·chunk + 15
+            for (chunk, quad) in q.chunks(4).enumerate() {
+                let pick = |k: usize| quad[k.min(quad.len() - 1)];
+                let low = b.ins().snarrow(pick(0), pick(1));
+                let high = b.ins().snarrow(pick(2), pick(3));
+                let bytes = if requant.signed_out {
+                    b.ins().snarrow(low, high)
+                } else {
+                    b.ins().unarrow(low, high)
+                };
+                let first = 16 * chunk;
+                let count = stored.saturating_sub(first).min(16);
+                store_bytes(b, bytes, dst, r * out_w + first, count);
+            }
+        }
+    }
+}
+
+/// Store the first `count` (≤ 16) bytes of `bytes` at `dst + offset`: one vector store,
+/// else pieces of 8, 4, 2 and 1 bytes.
+fn store_bytes(b: &mut FunctionBuilder, bytes: Value, dst: Value, offset: usize, count: usize) {
+    if count == 16 {
+        let (addr, off) = at(b, dst, offset);
+        b.ins().store(mem(), bytes, addr, off);
+        return;
+    }
+    let mut done = 0;
+    for (size, ty) in [
+        (8, types::I64X2),
+        (4, types::I32X4),
+        (2, types::I16X8),
+        (1, types::I8X16),
+    ] {
+        if count - done >= size {
+            let lanes = vcast(b, ty, bytes);
+            let piece = b.ins().extractlane(lanes, (done / size) as u8);
+            let (addr, off) = at(b, dst, offset + done);
+            b.ins().store(mem(), piece, addr, off);
+            done += size;
+        }
+    }
+    debug_assert_eq!(done, count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JitOptions, QConvKernel, QConvNode, QConvPath};
+    use kiln_ir::{Activation, ConvAttrs, Op, Quant, Tensor, TensorData, TensorType};
+
+    /// The gather of each inner product's window: 4 pixels × `t` taps fit one load at
+    /// small strides; `pmaddwd` at stride 2 reads the elements in place.
+    #[test]
+    fn gather_follows_the_window() {
+        // bytes: pixel j, tap k at j·s + k·d
+        assert!(matches!(
+            Gather::new(gather_indices(1, 1, 1)),
+            Gather::Shuffle1(_)
+        ));
+        assert!(matches!(
+            Gather::new(gather_indices(1, 3, 2)),
+            Gather::Shuffle1(_)
+        ));
+        assert!(matches!(
+            Gather::new(gather_indices(1, 5, 4)),
+            Gather::Shuffle2(_)
+        ));
+        assert!(matches!(
+            Gather::new(gather_indices(1, 9, 2)),
+            Gather::Bytes(_)
+        ));
+        // i16 pairs: pixel j, tap k at 2·(j·s + k·d)
+        assert!(matches!(Gather::new(gather_indices(2, 2, 1)), Gather::Load));
+        assert!(matches!(
+            Gather::new(gather_indices(2, 1, 1)),
+            Gather::Shuffle1(_)
+        ));
+        assert!(matches!(
+            Gather::new(gather_indices(2, 3, 2)),
+            Gather::Shuffle2(_)
+        ));
+        assert!(matches!(
+            Gather::new(gather_indices(2, 5, 3)),
+            Gather::Bytes(_)
+        ));
+        let Gather::Shuffle1(mask) = Gather::new(gather_indices(1, 2, 1)) else {
+            unreachable!("checked above: stride 2 bytes fit one load")
         };
-        epilogue(
-            b,
-            &self.plan.requant(),
-            &tile_consts,
-            self.accs,
-            consts,
-            &pixel_out,
-            channels,
-            self.exact_cvtt,
-        );
+        assert_eq!(mask, [0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9]);
+    }
+
+    /// Depthwise convs beyond the random tests' strides (1–3), dilations (1–2) and kernels
+    /// (the byte-load gather, the loop over kernel rows), with both inner products and
+    /// narrow and wide rows, bit-exact against the interpreter.
+    #[test]
+    fn large_strides_dilations_and_kernels_match_the_interpreter() {
+        // (channels, input size, kernel, stride, dilation, pad)
+        let shapes = [
+            (5, 40, 3, 9, 2, 1),
+            (3, 61, 3, 5, 6, 6),
+            (6, 23, 13, 1, 1, 6),
+            (2, 30, 7, 2, 1, 3),
+            (9, 7, 3, 1, 1, 1),
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for (c, size, k, s, d, pad) in shapes {
+            for signed in [false, true] {
+                let out = (size + 2 * pad - d * (k - 1) - 1) / s + 1;
+                let (x_dtype, x_zp) = if signed {
+                    (DType::I8, -3)
+                } else {
+                    (DType::U8, 131)
+                };
+                let data = (0..c * size * size).map(|_| next() as u8);
+                let x = if signed {
+                    TensorData::I8(data.map(|v| v as i8).collect())
+                } else {
+                    TensorData::U8(data.collect())
+                };
+                let x = Tensor::new(vec![1, c, size, size], x).expect("sizes match");
+                let w = Tensor::new(
+                    vec![c, 1, k, k],
+                    TensorData::I8((0..c * k * k).map(|_| next() as i8).collect()),
+                )
+                .expect("sizes match");
+                let b = Tensor::new(
+                    vec![c],
+                    TensorData::I32((0..c).map(|_| (next() % 4000) as i32 - 2000).collect()),
+                )
+                .expect("sizes match");
+                let x_ty = TensorType::new(x_dtype, vec![1, c, size, size])
+                    .with_quant(Quant::per_tensor(0.02, x_zp));
+                let w_ty = TensorType::new(DType::I8, vec![c, 1, k, k])
+                    .with_quant(Quant::per_tensor(0.01, 0));
+                let b_ty = TensorType::new(DType::I32, vec![c]);
+                let y_ty = TensorType::new(DType::U8, vec![1, c, out, out])
+                    .with_quant(Quant::per_tensor(0.07, 10));
+                let attrs = ConvAttrs {
+                    kernel: vec![k, k],
+                    strides: vec![s, s],
+                    pads: vec![pad; 4],
+                    dilations: vec![d, d],
+                    groups: c,
+                    act: Some(Activation::Relu),
+                };
+                let want = kiln_interp::eval_op(
+                    &Op::QConv(attrs.clone()),
+                    &[&x, &w, &b],
+                    &[&x_ty, &w_ty, &b_ty],
+                    std::slice::from_ref(&y_ty),
+                )
+                .expect("a valid conv");
+                let node = QConvNode {
+                    attrs: &attrs,
+                    x_ty: &x_ty,
+                    w: &w,
+                    w_ty: &w_ty,
+                    bias: Some((&b, &b_ty)),
+                    out_ty: &y_ty,
+                };
+                for allow_vnni in [false, true] {
+                    let tuning = QConvTuning {
+                        allow_vnni,
+                        ..QConvTuning::default()
+                    };
+                    let options = JitOptions {
+                        capture_disassembly: false,
+                        verify: Some(true),
+                    };
+                    let kernel = QConvKernel::compile(&node, &options, &tuning).expect("compiles");
+                    assert_eq!(kernel.path(), QConvPath::Depthwise);
+                    let got = kernel.run(&x).expect("runs");
+                    assert_eq!(
+                        got.data(),
+                        want[0].data(),
+                        "c {c} size {size} k {k} s {s} d {d} signed {signed} vnni {allow_vnni}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -113,10 +113,9 @@ mod sealed {
 
 /// The compiled widening step of one batch item: `(x, scratch)`.
 type WidenFn = unsafe extern "C" fn(*const u8, *mut u8);
-/// The compiled depthwise convolution of one batch item: `(packed constants, scratch, out)`.
-type ComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
-/// The compiled general convolution of one batch item over the channel tiles
-/// `first..end`: `(packed constants, scratch, out, first, end)`.
+/// The compiled convolution of one batch item over the parts `first..end` (channel tiles
+/// of the general path, channels of the depthwise path): `(packed constants, scratch,
+/// out, first, end)`.
 type RangeComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize, usize);
 
 /// A QConv node's operands as the kernel generator needs them: `x_ty` the input type (u8/i8
@@ -152,10 +151,12 @@ enum Path {
         widen: WidenFn,
         compute: RangeComputeFn,
     },
-    /// The depthwise kernel; its scratch is filled by [`DwLayout::widen`].
+    /// The depthwise kernel, with its JIT-compiled widening step (the padded input); its
+    /// compute function takes a range of channels.
     Depthwise {
         layout: DwLayout,
-        compute: ComputeFn,
+        widen: WidenFn,
+        compute: RangeComputeFn,
     },
 }
 
@@ -204,17 +205,33 @@ impl QConvKernel {
         let (path, packed) = if depthwise {
             let layout = DwLayout::new(&plan, tuning, inner)?;
             let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
+            let widen_fn = depthwise::build_widen_function(
+                &plan,
+                &layout,
+                jit.pointer_signature(2),
+                jit.target_config(),
+            );
+            // SAFETY: the function has two pointer parameters and no results — `WidenFn`;
+            // `jit` is owned by the kernel alongside it.
+            let widen: WidenFn = unsafe { jit.compile_as(&format!("{name}_widen"), widen_fn)? };
             let compute_fn = depthwise::build_compute_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(3),
+                jit.pointer_signature(5),
                 jit.target_config(),
-                exact_cvtt,
             );
-            // SAFETY: the function has three pointer parameters and no results —
-            // `ComputeFn`; `jit` is owned by the kernel alongside it.
-            let compute: ComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
-            (Path::Depthwise { layout, compute }, packed)
+            // SAFETY: the function has five pointer-sized parameters and no results —
+            // `RangeComputeFn` (the last two are integers of pointer size); `jit` is owned
+            // by the kernel alongside it.
+            let compute: RangeComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
+            (
+                Path::Depthwise {
+                    layout,
+                    widen,
+                    compute,
+                },
+                packed,
+            )
         } else {
             let layout = Layout::new(&plan, tuning, inner)?;
             let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
@@ -290,11 +307,12 @@ impl QConvKernel {
         }
     }
 
-    /// The micro-kernel actually used: `(output pixels, output channels)` per tile.
+    /// The micro-kernel actually used: `(output pixels, output channels)` per tile (the
+    /// depthwise path's tiles are pixels of one channel).
     pub fn tile(&self) -> (usize, usize) {
         match &self.path {
             Path::General { layout, .. } => (layout.mr, 4 * layout.nr),
-            Path::Depthwise { layout, .. } => (layout.mr, 4 * layout.nr),
+            Path::Depthwise { layout, .. } => (layout.tile_pixels(), 1),
         }
     }
 
@@ -323,19 +341,19 @@ impl QConvKernel {
     }
 
     /// How many parts [`QConvKernel::run_into_threads`] can split a batch item into: the
-    /// general path's channel tiles (all groups); 1 for the depthwise path.
+    /// general path's channel tiles (all groups); the depthwise path's channels.
     pub fn parallel_parts(&self) -> usize {
         match &self.path {
             Path::General { layout, .. } => self.plan.groups * layout.tiles_per_group,
-            Path::Depthwise { .. } => 1,
+            Path::Depthwise { .. } => self.plan.c_out,
         }
     }
 
     /// [`QConvKernel::run_into`] on up to `threads` threads (the calling one included): per
     /// batch item the input is widened once, then the threads (`std::thread::scope`) claim
-    /// the channel tiles one at a time from a shared counter. Every output element is
-    /// computed by the same instructions whatever the split, so the result is bit-identical
-    /// for every thread count. The depthwise path runs on the calling thread.
+    /// the channel tiles (the depthwise path: channels) one at a time from a shared counter.
+    /// Every output element is computed by the same instructions whatever the split, so the
+    /// result is bit-identical for every thread count.
     pub fn run_into_threads<X: Int8, Y: Int8>(
         &self,
         x: &[X],
@@ -382,61 +400,55 @@ impl QConvKernel {
             let x_n = &x[n * x_image..(n + 1) * x_image];
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
             match &self.path {
-                Path::General { widen, compute, .. } => {
+                Path::General { widen, compute, .. } | Path::Depthwise { widen, compute, .. } => {
                     // SAFETY: the entry is valid while `self.code` lives (it does: `self` is
                     // borrowed). It reads one image (`x_image` one-byte elements) of `x_n`
-                    // and writes `layout.scratch_bytes` 16-byte-aligned bytes of `scratch`,
-                    // sizes checked above; u8 and i8 have the same size and alignment.
+                    // and writes `scratch_bytes` 16-byte-aligned bytes of `scratch`, sizes
+                    // checked above; u8 and i8 have the same size and alignment.
                     unsafe { widen(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr()) }
-                    let scratch: &[u8] = scratch;
-                    let tiles = self.parallel_parts();
-                    // addresses, not pointers, cross to the threads (pointers are not Send)
-                    let (packed_at, scratch_at) =
-                        (packed.as_ptr() as usize, scratch.as_ptr() as usize);
-                    let out_at = out_n.as_mut_ptr() as usize;
-                    let run_range = |first: usize, end: usize| {
-                        // SAFETY: the entry is valid while `self.code` lives (`self` is
-                        // borrowed for the whole call). `compute` reads the scratch
-                        // (`scratch_bytes`, 16-byte aligned, not written until every part
-                        // has returned) and the packed blob it was compiled against
-                        // (16-byte aligned), both shared read-only, and writes only the
-                        // output channels of the tiles `first..end` (`end <= tiles`) of the
-                        // `out_image` bytes at `out_at`: `for_each_part` hands every tile
-                        // out once, so no byte is written by two threads, and `out_n` stays
-                        // exclusively borrowed (unused otherwise) until they finish. All
-                        // sizes are checked above; u8 and i8 have the same size and
-                        // alignment.
-                        unsafe {
-                            compute(
-                                packed_at as *const u8,
-                                scratch_at as *const u8,
-                                out_at as *mut u8,
-                                first,
-                                end,
-                            )
-                        }
-                    };
-                    for_each_part(tiles, threads, run_range);
-                }
-                Path::Depthwise { layout, compute } => {
-                    layout.widen(&self.plan, x_n, scratch);
-                    // SAFETY: the entry is valid while `self.code` lives (it does: `self` is
-                    // borrowed). `compute` reads the scratch (`scratch_bytes`, 16-byte
-                    // aligned) and the packed blob it was compiled against (16-byte
-                    // aligned) and writes exactly `out_image` bytes of `out_n`. All sizes
-                    // are checked above; the buffers are live and distinct (`&`/`&mut`
-                    // borrows). u8 and i8 have the same size and alignment.
-                    unsafe {
-                        compute(
-                            packed.as_ptr(),
-                            scratch.as_ptr(),
-                            out_n.as_mut_ptr().cast::<u8>(),
-                        );
-                    }
+                    self.run_parts(*compute, packed, scratch, out_n, threads);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Call `compute` on the parts (channel tiles, or channels on the depthwise path) of
+    /// one batch item, on up to `threads` threads: each part writes only its own output
+    /// channels, so any split gives the same bytes.
+    fn run_parts<Y: Int8>(
+        &self,
+        compute: RangeComputeFn,
+        packed: &[u8],
+        scratch: &[u8],
+        out_n: &mut [Y],
+        threads: usize,
+    ) {
+        let parts = self.parallel_parts();
+        // addresses, not pointers, cross to the threads (pointers are not Send)
+        let (packed_at, scratch_at) = (packed.as_ptr() as usize, scratch.as_ptr() as usize);
+        let out_at = out_n.as_mut_ptr() as usize;
+        let run_range = |first: usize, end: usize| {
+            // SAFETY: the entry is valid while `self.code` lives (`self` is borrowed for
+            // the whole call). `compute` reads the scratch (`scratch_bytes`, 16-byte
+            // aligned, not written until every part has returned) and the packed blob it
+            // was compiled against (16-byte aligned), both shared read-only, and writes
+            // only the output channels of the parts `first..end` (`end <= parts`) of the
+            // one image at `out_at`: `for_each_part` hands every part out once, so no byte
+            // is written by two threads, and `out_n` stays exclusively borrowed (unused
+            // otherwise) until they finish. The caller checked every size; u8 and i8 have
+            // the same size and alignment.
+            unsafe {
+                compute(
+                    packed_at as *const u8,
+                    scratch_at as *const u8,
+                    out_at as *mut u8,
+                    first,
+                    end,
+                )
+            }
+        };
+        for_each_part(parts, threads, run_range);
     }
 
     /// Run on a tensor, returning the output tensor (allocates output and scratch).

@@ -1,22 +1,14 @@
-//! `QConvKernel::into_aot` (a child module of `qconv`): the general path's two functions
-//! and packed weights, called per batch item as `run_into` does on one thread.
+//! `QConvKernel::into_aot` (a child module of `qconv`): the two functions of either path
+//! (general or depthwise: a widening step, then the compute over a part range) and the
+//! packed weights, called per batch item as `run_into` does on one thread.
 
-use super::{Path, QConvKernel};
+use super::QConvKernel;
 use crate::aot::{AotKernel, CallArg, KernelCall};
-use crate::CodegenError;
 
 impl QConvKernel {
     /// The recorded kernel as object-file parts (built by `crate::aot::recording`).
-    pub(crate) fn into_aot(mut self) -> Result<AotKernel, CodegenError> {
-        let Path::General { layout, .. } = &self.path else {
-            return Err(CodegenError::Unsupported {
-                op: "qconv",
-                reason: "the depthwise path widens its input in Rust; an object uses the \
-                         general path (QConvTuning::allow_depthwise = false)"
-                    .to_string(),
-            });
-        };
-        let scratch_bytes = layout.scratch_bytes;
+    pub(crate) fn into_aot(mut self) -> AotKernel {
+        let scratch_bytes = self.scratch_bytes();
         let tiles = self.parallel_parts() as u64;
         let batch = self.plan.batch.max(1);
         let x_image = self.plan.x_shape.iter().product::<usize>() / batch;
@@ -49,12 +41,12 @@ impl QConvKernel {
                 ],
             });
         }
-        Ok(AotKernel {
+        AotKernel {
             name: self.code.name().to_string(),
             functions,
             blobs: vec![self.packed.as_slice().to_vec()],
             scratch_bytes,
             calls,
-        })
+        }
     }
 }
