@@ -1,13 +1,48 @@
 //! `PoolKernel::into_aot` (a child module of `fpool`): the window kernel, padded with the
-//! pool's identity (−∞ for max, 0 for average).
+//! pool's identity (−∞ for max, 0 for average), or the global pool's one function, which
+//! reads the input in place, per batch item.
 
-use super::PoolKernel;
-use crate::aot::{AotKernel, AotTarget};
+use super::{GlobalPool, PoolBody, PoolKernel};
+use crate::aot::{AotKernel, AotTarget, CallArg, KernelCall};
 use crate::CodegenError;
 
 impl PoolKernel {
     pub(crate) fn into_aot(self, target: &AotTarget) -> Result<AotKernel, CodegenError> {
-        let padding = self.kind.padding().to_bits();
-        Ok(self.window.into_aot(target, padding))
+        match self.body {
+            PoolBody::Window(window) => {
+                let padding = self.kind.padding().to_bits();
+                Ok(window.into_aot(target, padding))
+            }
+            PoolBody::Global(global) => Ok(global.into_aot()),
+        }
+    }
+}
+
+impl GlobalPool {
+    fn into_aot(mut self) -> AotKernel {
+        let batch = self.geo.batch.max(1);
+        let x_image = 4 * self.geo.x_shape.iter().product::<usize>() / batch;
+        let out_image = 4 * self.geo.channels;
+        let calls = (0..self.geo.batch)
+            .map(|n| KernelCall {
+                function: 0,
+                args: vec![
+                    CallArg::Read {
+                        operand: 0,
+                        offset: n * x_image,
+                    },
+                    CallArg::Write {
+                        offset: n * out_image,
+                    },
+                ],
+            })
+            .collect();
+        AotKernel {
+            name: self.code.name().to_string(),
+            functions: self.code.take_recorded(),
+            blobs: Vec::new(),
+            scratch_bytes: 0,
+            calls,
+        }
     }
 }
