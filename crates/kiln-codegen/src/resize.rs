@@ -29,7 +29,7 @@ use crate::qconv::AlignedBytes;
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, Function, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{types, ConstantData, Function, InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::resize_math::{axis_taps, is_identity_axis, nearest_maps, roi, Taps};
 use kiln_ir::{CoordTransform, DType, ResizeAttrs, ResizeMode, Tensor, TensorType};
@@ -98,6 +98,10 @@ enum Plan {
         elem_bytes: usize,
         fill: u64,
         fills: bool,
+        /// Every column is each input column twice (`cols[j] = j / 2`, nothing filled) and
+        /// elements are 1, 2 or 4 bytes: a row is 16 input bytes → two output vectors by
+        /// byte shuffles (a 2× nearest upsample, FPN-style), not one element at a time.
+        doubled: bool,
     },
     /// Linear / cubic on f32: promote, the passes (ping-pong between two f64 buffers of
     /// `buffer_elems`), demote.
@@ -253,6 +257,17 @@ impl ResizeKernel {
         &self.out_shape
     }
 
+    /// How the compiled function works: `"gather"` (nearest, one element at a time through
+    /// the tables), `"gather-doubled"` (nearest ×2 along the last axis, byte shuffles) or
+    /// `"interpolate"` (linear/cubic passes in f64).
+    pub fn strategy(&self) -> &'static str {
+        match self.plan {
+            Plan::Gather { doubled: true, .. } => "gather-doubled",
+            Plan::Gather { .. } => "gather",
+            Plan::Interpolate { .. } => "interpolate",
+        }
+    }
+
     fn scratch_bytes(&self) -> usize {
         match &self.plan {
             Plan::Gather { .. } => 16,
@@ -371,12 +386,17 @@ fn gather_plan(
         .chain(&cols)
         .flat_map(|&e| offset(e).to_le_bytes())
         .collect();
+    let doubled = matches!(elem_bytes, 1 | 2 | 4)
+        && !cols.is_empty()
+        && cols.len() % 2 == 0
+        && cols.iter().enumerate().all(|(j, &c)| c == Some(j / 2));
     let plan = Plan::Gather {
         rows: if cols.is_empty() { 0 } else { rows.len() },
         cols: cols.len(),
         elem_bytes,
         fill: fill_bits(x_ty.dtype, extrapolation),
         fills,
+        doubled,
     };
     (plan, blob)
 }
@@ -432,12 +452,14 @@ fn build_function(jit: &Jit, plan: &Plan) -> Function {
                 elem_bytes,
                 fill,
                 fills,
+                doubled,
             } => emit_gather(
                 b,
                 *rows,
                 *cols,
                 *elem_bytes,
                 fills.then_some(*fill),
+                *doubled,
                 [tables, x, out],
             ),
             Plan::Interpolate {
@@ -477,16 +499,52 @@ fn emit_gather(
     cols: usize,
     elem_bytes: usize,
     fill: Option<u64>,
+    doubled: bool,
     [tables, x, out]: [Value; 3],
 ) {
     let ty = element_type(elem_bytes);
     let ro = mem_aligned().with_readonly();
     let col_table = 4 * rows;
+    // output vector h of a doubled 16-byte input vector: output byte k is byte r of
+    // element p = (16·h + k) / size, which is input element p / 2
+    let doubling_masks = [0usize, 1].map(|h| {
+        let mask: Vec<u8> = (0..16)
+            .map(|k| {
+                let (p, r) = ((16 * h + k) / elem_bytes, k % elem_bytes);
+                ((p / 2) * elem_bytes + r) as u8
+            })
+            .collect();
+        b.func.dfg.immediates.push(ConstantData::from(mask))
+    });
     counted_loop(b, rows, |b, r| {
         let entry = scaled(b, tables, r, 4);
         let row_off = b.ins().uload32(ro, entry, 0);
         let out_row = b.ins().imul_imm_u(r, (cols * elem_bytes) as i64);
         let out_row = b.ins().iadd(out, out_row);
+        if doubled && fill.is_none() {
+            let src_row = b.ins().iadd(x, row_off);
+            let in_cols = cols / 2;
+            let vectors = in_cols * elem_bytes / 16;
+            counted_loop(b, vectors, |b, i| {
+                let src = scaled(b, src_row, i, 16);
+                let v = b.ins().load(types::I8X16, mem().with_readonly(), src, 0);
+                let dst = scaled(b, out_row, i, 32);
+                for (h, &mask) in doubling_masks.iter().enumerate() {
+                    let d = b.ins().shuffle(v, v, mask);
+                    b.ins().store(mem(), d, dst, 16 * h as i32);
+                }
+            });
+            for j in vectors * 16 / elem_bytes..in_cols {
+                let v = b
+                    .ins()
+                    .load(ty, mem().with_readonly(), src_row, (j * elem_bytes) as i32);
+                for copy in 0..2 {
+                    let at = ((2 * j + copy) * elem_bytes) as i32;
+                    b.ins().store(mem(), v, out_row, at);
+                }
+            }
+            return;
+        }
         let Some(fill) = fill else {
             let src_row = b.ins().iadd(x, row_off);
             counted_loop(b, cols, |b, c| {

@@ -102,6 +102,54 @@ proptest! {
     }
 }
 
+/// Nearest ×2 upsampling (PP-OCR's FPN) takes the byte-shuffle path for 1-, 2- and 4-byte
+/// elements, at row widths below, at and past one 16-byte vector (so both the vector loop
+/// and the element tail run), and matches the interpreter bit for bit.
+#[test]
+fn doubling_upsample_matches_interpreter() {
+    for (dtype, size) in [
+        (DType::U8, 1),
+        (DType::I8, 1),
+        (DType::F16, 2),
+        (DType::I32, 4),
+    ] {
+        for width in [1, 3, 8, 16, 37, 40] {
+            let shape = vec![1, 2, 3, width];
+            let sizes = vec![1, 2, 6, 2 * width];
+            let attrs = ResizeAttrs {
+                sizes: sizes.clone(),
+                mode: ResizeMode::Nearest,
+                coord: CoordTransform::Asymmetric,
+                nearest: NearestMode::Floor,
+                scales: vec![1.0, 1.0, 2.0, 2.0],
+                roi: Vec::new(),
+                cubic_coeff_a: -0.75,
+                exclude_outside: false,
+                extrapolation_value: 0.0,
+                antialias: false,
+            };
+            let elems: usize = shape.iter().product();
+            let data: Vec<u8> = (0..elems * size).map(|i| (i * 37 + 11) as u8).collect();
+            let case = Case {
+                shape: shape.clone(),
+                attrs: attrs.clone(),
+                dtype,
+                data,
+            };
+            let mut x_ty = TensorType::new(dtype, shape);
+            if matches!(dtype, DType::U8 | DType::I8) {
+                x_ty = x_ty.with_quant(Quant::per_tensor(0.05, 3));
+            }
+            let mut out_ty = TensorType::new(dtype, sizes);
+            out_ty.quant = x_ty.quant.clone();
+            let kernel = ResizeKernel::compile(&attrs, &x_ty, &out_ty, &JitOptions::default())
+                .expect("a nearest resize compiles");
+            assert_eq!(kernel.strategy(), "gather-doubled", "{dtype} width {width}");
+            check(&case).unwrap_or_else(|e| panic!("{dtype} width {width}: {e}"));
+        }
+    }
+}
+
 /// Interpolating an integer tensor is rejected (the interpreter needs a dequantize first),
 /// and wrong buffers are errors.
 #[test]
