@@ -388,7 +388,7 @@ fn gather_plan(
         .collect();
     let doubled = matches!(elem_bytes, 1 | 2 | 4)
         && !cols.is_empty()
-        && cols.len() % 2 == 0
+        && cols.len().is_multiple_of(2)
         && cols.iter().enumerate().all(|(j, &c)| c == Some(j / 2));
     let plan = Plan::Gather {
         rows: if cols.is_empty() { 0 } else { rows.len() },
