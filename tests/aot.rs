@@ -365,7 +365,10 @@ fn page_crop(path: &Path) -> Result<Tensor, String> {
     const SIDE: usize = PPOCR_SIDE;
     let page = kiln_ir::npy::read_npy_file(path).map_err(|e| format!("{path:?}: {e}"))?;
     let (Some(values), [1, 3, 320, 320]) = (page.as_f32(), page.shape()) else {
-        return Err(format!("{path:?}: expected f32[1,3,320,320], got {:?}", page.shape()));
+        return Err(format!(
+            "{path:?}: expected f32[1,3,320,320], got {:?}",
+            page.shape()
+        ));
     };
     let mut crop = Vec::with_capacity(3 * SIDE * SIDE);
     for c in 0..3 {

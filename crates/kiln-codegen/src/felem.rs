@@ -27,7 +27,7 @@ use kiln_ir::{Activation, BinaryOp, DType, Tensor, TensorData, TensorType};
 
 /// How an operand is read along a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Read {
+pub(crate) enum Read {
     /// `n` consecutive values.
     Run,
     /// One value for the whole row.
@@ -257,12 +257,25 @@ type BroadcastRows = (usize, [Read; 2], Vec<Vec<usize>>);
 /// Numpy broadcasting of `a` and `b` to `out` collapsed to rows: `(n, reads, per-row
 /// element offsets)`, or why the shapes do not broadcast.
 fn broadcast_rows(a: &[usize], b: &[usize], out: &[usize]) -> Result<BroadcastRows, String> {
+    let (n, reads, offsets) = broadcast_rows_n(&[a, b], out)?;
+    Ok((n, [reads[0], reads[1]], offsets))
+}
+
+/// Rows of an elementwise program over any number of operands: `(n, per-operand read,
+/// per-row per-operand element offsets)`.
+pub(crate) type RowsPlan = (usize, Vec<Read>, Vec<Vec<usize>>);
+
+/// Numpy broadcasting of every operand shape to `out` collapsed to rows of `n` elements:
+/// adjacent output dims merge while every operand stays row-major across them (unit dims
+/// dropped); the innermost run is contiguous or broadcast for each operand. Errors when an
+/// operand does not broadcast to `out`.
+pub(crate) fn broadcast_rows_n(operands: &[&[usize]], out: &[usize]) -> Result<RowsPlan, String> {
     let rank = out.len();
-    if a.len() > rank || b.len() > rank {
-        return Err(format!("{a:?} and {b:?} are not broadcast to {out:?}"));
-    }
     // right-aligned element strides, 0 along broadcast dims
     let strides = |shape: &[usize]| -> Result<Vec<usize>, String> {
+        if shape.len() > rank {
+            return Err(format!("{shape:?} is not broadcast to {out:?}"));
+        }
         let mut padded = vec![1; rank - shape.len()];
         padded.extend_from_slice(shape);
         let mut strides = vec![0; rank];
@@ -277,42 +290,51 @@ fn broadcast_rows(a: &[usize], b: &[usize], out: &[usize]) -> Result<BroadcastRo
         }
         Ok(strides)
     };
-    let (sa, sb) = (strides(a)?, strides(b)?);
-    if let Some(d) = (0..rank).find(|&d| out[d] > 1 && sa[d] == 0 && sb[d] == 0) {
+    let all: Vec<Vec<usize>> = operands
+        .iter()
+        .map(|s| strides(s))
+        .collect::<Result<_, _>>()?;
+    if let Some(d) = (0..rank).find(|&d| out[d] > 1 && all.iter().all(|s| s[d] == 0)) {
         return Err(format!(
-            "output dim {d} of {out:?} is neither {a:?}'s nor {b:?}'s"
+            "output dim {d} of {out:?} is none of {operands:?}'s"
         ));
     }
-    // collapse: dims (extent, stride a, stride b), innermost last; unit dims dropped
-    let mut dims: Vec<(usize, usize, usize)> = Vec::new();
+    // collapse: dims (extent, stride per operand), innermost last; unit dims dropped
+    let mut dims: Vec<(usize, Vec<usize>)> = Vec::new();
     for d in 0..rank {
         if out[d] == 1 {
             continue;
         }
-        let next = (out[d], sa[d], sb[d]);
+        let next: Vec<usize> = all.iter().map(|s| s[d]).collect();
         match dims.last_mut() {
-            Some(last) if last.1 == next.1 * next.0 && last.2 == next.2 * next.0 => {
-                *last = (last.0 * next.0, next.1, next.2);
+            Some((extent, last)) if last.iter().zip(&next).all(|(&l, &s)| l == s * out[d]) => {
+                *extent *= out[d];
+                *last = next;
             }
-            _ => dims.push(next),
+            _ => dims.push((out[d], next)),
         }
     }
-    let (n, inner_a, inner_b) = dims.pop().unwrap_or((1, 0, 0));
-    let read = |stride: usize| {
-        if stride == 0 {
-            Read::Broadcast
-        } else {
-            Read::Run
-        }
-    };
-    let mut offsets = vec![vec![0usize, 0]];
-    for &(extent, da, db) in &dims {
+    let (n, inner) = dims.pop().unwrap_or((1, vec![0; operands.len()]));
+    let reads = inner
+        .iter()
+        .map(|&stride| {
+            if stride == 0 {
+                Read::Broadcast
+            } else {
+                Read::Run
+            }
+        })
+        .collect();
+    let mut offsets = vec![vec![0usize; operands.len()]];
+    for (extent, step) in &dims {
         offsets = offsets
             .iter()
-            .flat_map(|o| (0..extent).map(move |i| vec![o[0] + i * da, o[1] + i * db]))
+            .flat_map(|o| {
+                (0..*extent).map(move |i| o.iter().zip(step).map(|(&o, &s)| o + i * s).collect())
+            })
             .collect();
     }
-    Ok((n, [read(inner_a), read(inner_b)], offsets))
+    Ok((n, reads, offsets))
 }
 
 /// A compiled f32 `Op::Binary` (add, sub, mul, div) with numpy broadcasting.

@@ -10,9 +10,7 @@ use crate::model::{
     Options,
 };
 use kiln_codegen::aot::{AotKernel, AotTarget, Location, ObjectBuilder, ObjectStats};
-use kiln_codegen::{
-    CodegenError, FConvNode, FConvTransposeNode, PoolKind, QConvNode, QConvTuning,
-};
+use kiln_codegen::{CodegenError, FConvNode, FConvTransposeNode, PoolKind, QConvNode, QConvTuning};
 use kiln_ir::{DType, Graph, NodeId, Op, Quant, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -517,10 +515,8 @@ mod tests {
             let RuntimeError::NoKernel(missing) = &err else {
                 panic!("{triple}: expected NoKernel, got {err}");
             };
-            let named: Vec<(&str, &str)> = missing
-                .iter()
-                .map(|m| (m.node.as_str(), m.op))
-                .collect();
+            let named: Vec<(&str, &str)> =
+                missing.iter().map(|m| (m.node.as_str(), m.op)).collect();
             assert_eq!(named, [("norm", "lrn"), ("mm", "matmul")], "{triple}");
             assert_eq!(
                 err.to_string(),

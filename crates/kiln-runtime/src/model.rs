@@ -8,15 +8,16 @@ use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::{MemoryPlan, ARENA_ALIGN};
 use kiln_codegen::{
     tensor_data_from_le_bytes, ActivationKernel, BatchNormKernel, BinaryKernel, CastKernel,
-    CodegenError, ConcatKernel, DequantizeKernel, DynamicQuantizeKernel, FConvKernel, FConvNode,
-    FConvScratch, FConvTransposeKernel, FConvTransposeNode, FConvTransposeScratch, GemmKernel,
-    JitOptions, LrnKernel, MatMulIntegerKernel, MaxPoolKernel, MaxPoolScratch, MoveKernel,
-    PoolKernel, PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch, QConvTuning,
-    QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, ReduceMeanKernel,
-    ResizeKernel, ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
+    ChainArg, ChainNode, ChainOp, CodegenError, ConcatKernel, DequantizeKernel,
+    DynamicQuantizeKernel, ElementwiseChainKernel, FConvKernel, FConvNode, FConvScratch,
+    FConvTransposeKernel, FConvTransposeNode, FConvTransposeScratch, GemmKernel, JitOptions,
+    LrnKernel, MatMulIntegerKernel, MaxPoolKernel, MaxPoolScratch, MoveKernel, PoolKernel,
+    PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch, QConvTuning, QMatMulKernel,
+    QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, ReduceMeanKernel, ResizeKernel,
+    ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
 };
 use kiln_ir::{
-    DType, Graph, Node, NodeId, Op, ResizeMode, Tensor, TensorData, TensorType, ValueId,
+    DType, Graph, Node, NodeId, Op, Quant, ResizeMode, Tensor, TensorData, TensorType, ValueId,
 };
 use kiln_onnx::ImportOptions;
 use std::borrow::Cow;
@@ -39,6 +40,10 @@ pub struct Options {
     /// A kernel is split only into parts of at least this many multiply-accumulates
     /// (spawning a thread costs tens of microseconds; smaller kernels run on one).
     pub min_macs_per_thread: u64,
+    /// Fuse chains of elementwise nodes (per-tensor Dequantize and Quantize, f32
+    /// activations and add/sub/mul/div) whose intermediate values have no other use into
+    /// one kernel each ([`ElementwiseChainKernel`]); results are bit-identical either way.
+    pub fuse_elementwise: bool,
 }
 
 impl Default for Options {
@@ -49,6 +54,7 @@ impl Default for Options {
             qmatmul: QMatMulTuning::default(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             min_macs_per_thread: 1 << 20,
+            fuse_elementwise: true,
         }
     }
 }
@@ -365,6 +371,8 @@ enum Kernel {
         kernel: Box<MatMulIntegerKernel>,
         a_zero_point: bool,
     },
+    /// A fused chain of elementwise nodes; reads the chain's operands.
+    Chain(Box<ElementwiseChainKernel>),
     /// DynamicQuantizeLinear; reads x, writes y, the scale and the zero point.
     DynamicQuantize(Box<DynamicQuantizeKernel>),
     /// A shape-only op (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout): the
@@ -512,6 +520,7 @@ impl Kernel {
                 bytemuck::cast_slice_mut(out),
             ),
             Kernel::Cast(kernel) => kernel.run_into(reads[0], out),
+            Kernel::Chain(kernel) => kernel.run_into(reads, out),
             Kernel::MatMulInteger {
                 kernel,
                 a_zero_point,
@@ -633,8 +642,8 @@ impl CompiledModel {
         kiln_ir::verify(graph)?;
         let folded = fold_constant_dequantizes(graph, options)?;
         let graph = folded.as_ref().unwrap_or(graph);
-        let schedule = graph.topo_order()?;
-        let missing: Vec<MissingKernel> = schedule
+        let missing: Vec<MissingKernel> = graph
+            .topo_order()?
             .iter()
             .map(|&n| graph.node(n))
             .filter(|node| !has_kernel(graph, node))
@@ -646,6 +655,14 @@ impl CompiledModel {
         if !missing.is_empty() {
             return Err(RuntimeError::NoKernel(missing));
         }
+        let mut chains = HashMap::new();
+        let fused = if options.fuse_elementwise {
+            fuse_elementwise_chains(graph, options, &mut chains)?
+        } else {
+            None
+        };
+        let graph = fused.as_ref().unwrap_or(graph);
+        let schedule = graph.topo_order()?;
         let plan = MemoryPlan::new(graph, &schedule)?;
 
         let mut output_buffers = HashMap::new();
@@ -665,7 +682,9 @@ impl CompiledModel {
         };
         let mut steps = Vec::new();
         for &node_id in &schedule {
-            if let Some(step) = compile_node(graph, node_id, options, &mut binder)? {
+            if let Some(kernel) = chains.remove(&node_id) {
+                steps.push(chain_step(graph, node_id, kernel, &mut binder)?);
+            } else if let Some(step) = compile_node(graph, node_id, options, &mut binder)? {
                 steps.push(step);
             }
         }
@@ -857,6 +876,207 @@ pub(crate) fn fold_constant_dequantizes(
         folded.remove_node(id);
     }
     Ok(Some(folded))
+}
+
+/// The op of a node an [`ElementwiseChainKernel`] can take in, or `None`: per-tensor
+/// Dequantize (u8/i8 → f32) and Quantize (f32 → u8/i8), f32 activations and f32
+/// add/sub/mul/div. The kernel checks the rest when compiled (a chain it rejects runs node
+/// by node).
+fn chain_op(graph: &Graph, node: &Node) -> Option<ChainOp> {
+    if node.outputs.len() != 1 {
+        return None;
+    }
+    let int8_per_tensor = |ty: &TensorType| {
+        matches!(ty.dtype, DType::U8 | DType::I8)
+            && matches!(ty.quant, Some(Quant::PerTensor { .. }))
+    };
+    let out_ty = &node.outputs[0].ty;
+    let in_tys: Vec<&TensorType> = node.inputs().iter().map(|&v| graph.value_type(v)).collect();
+    let all_f32 = || {
+        in_tys
+            .iter()
+            .chain([&out_ty])
+            .all(|t| t.dtype == DType::F32)
+    };
+    match &node.op {
+        Op::Dequantize if in_tys.len() == 1 && int8_per_tensor(in_tys[0]) => {
+            Some(ChainOp::Dequantize)
+        }
+        Op::Quantize if in_tys.len() == 1 && in_tys[0].dtype == DType::F32 => {
+            int8_per_tensor(out_ty).then_some(ChainOp::Quantize)
+        }
+        Op::Activation(act) if in_tys.len() == 1 && all_f32() => {
+            Some(ChainOp::Activation(act.clone()))
+        }
+        Op::Binary(op) if in_tys.len() == 2 && all_f32() => Some(ChainOp::Binary(*op)),
+        _ => None,
+    }
+}
+
+/// `shape` without its leading unit dims: values whose shapes agree on this hold the same
+/// elements in the same order.
+fn trimmed(shape: &[usize]) -> &[usize] {
+    let lead = shape.iter().take_while(|&&d| d == 1).count();
+    &shape[lead..]
+}
+
+/// Find the chains of elementwise nodes to fuse and compile each into one kernel. A chain
+/// node's value is kept in registers (the node joins its user's chain) when its only user
+/// is one chain node — not a graph output — of the same layout (only a chain's external
+/// operands broadcast, so no element is computed twice). Each chain of two or more nodes
+/// whose kernel compiles is replaced, in a copy of the graph, by one node (named and typed
+/// as the chain's last node, its op a placeholder: `chains` maps it to its kernel, which
+/// the schedule runs in its place) reading the chain's operands: the memory plan then
+/// keeps those live until the chain runs and gives its inner values no memory. `None`
+/// when nothing fuses.
+fn fuse_elementwise_chains(
+    graph: &Graph,
+    options: &Options,
+    chains: &mut HashMap<NodeId, Box<ElementwiseChainKernel>>,
+) -> Result<Option<Graph>, RuntimeError> {
+    let order = graph.topo_order()?;
+    let ops: HashMap<NodeId, ChainOp> = order
+        .iter()
+        .filter_map(|&id| chain_op(graph, graph.node(id)).map(|op| (id, op)))
+        .collect();
+    // the chain node whose chain each kept-in-registers node joins
+    let mut joins: HashMap<NodeId, NodeId> = HashMap::new();
+    for &id in &order {
+        if !ops.contains_key(&id) {
+            continue;
+        }
+        let value = ValueId { node: id, port: 0 };
+        let users = graph.users(value);
+        let Some(&(user, _)) = users.first() else {
+            continue;
+        };
+        let out_shape = &graph.value_type(value).shape;
+        let user_shape = &graph.node(user).outputs[0].ty.shape;
+        if ops.contains_key(&user)
+            && users.iter().all(|&(u, _)| u == user)
+            && !graph.outputs().contains(&value)
+            && trimmed(out_shape) == trimmed(user_shape)
+            && out_shape.len() <= user_shape.len()
+        {
+            joins.insert(id, user);
+        }
+    }
+    // each chain's nodes in schedule order, keyed by its last node (the one that joins none)
+    let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &id in &order {
+        if !ops.contains_key(&id) {
+            continue;
+        }
+        let mut last = id;
+        while let Some(&next) = joins.get(&last) {
+            last = next;
+        }
+        members.entry(last).or_default().push(id);
+    }
+    let mut fused: Vec<(NodeId, Vec<ValueId>, Vec<NodeId>)> = Vec::new();
+    for &last in &order {
+        let Some(nodes) = members.get(&last).filter(|m| m.len() >= 2) else {
+            continue;
+        };
+        let position: HashMap<NodeId, usize> =
+            nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut operands: Vec<ValueId> = Vec::new();
+        let chain: Vec<ChainNode> = nodes
+            .iter()
+            .map(|&id| {
+                let node = graph.node(id);
+                let args = node
+                    .inputs()
+                    .iter()
+                    .map(|&v| match position.get(&v.node) {
+                        Some(&j) if joins.contains_key(&v.node) => ChainArg::Node(j),
+                        _ => ChainArg::Operand(match operands.iter().position(|&o| o == v) {
+                            Some(k) => k,
+                            None => {
+                                operands.push(v);
+                                operands.len() - 1
+                            }
+                        }),
+                    })
+                    .collect();
+                ChainNode {
+                    op: ops[&id].clone(),
+                    args,
+                    out_ty: node.outputs[0].ty.clone(),
+                }
+            })
+            .collect();
+        let operand_tys: Vec<TensorType> = operands
+            .iter()
+            .map(|&v| graph.value_type(v).clone())
+            .collect();
+        // a chain the kernel rejects runs node by node
+        if let Ok(kernel) = ElementwiseChainKernel::compile(&operand_tys, &chain, &options.jit) {
+            fused.push((last, operands, nodes.clone()));
+            chains.insert(last, Box::new(kernel));
+        }
+    }
+    if fused.is_empty() {
+        return Ok(None);
+    }
+    let mut collapsed = graph.clone();
+    let mut kernels = HashMap::new();
+    let mut replaced = Vec::with_capacity(fused.len());
+    for (last, operands, _) in &fused {
+        let node = graph.node(*last);
+        let out = collapsed.add_node_typed(
+            node.name.clone(),
+            node.op.clone(),
+            operands,
+            node.outputs.clone(),
+        )[0];
+        let kernel = chains.remove(last).expect("compiled above");
+        kernels.insert(out.node, kernel);
+        replaced.push((
+            ValueId {
+                node: *last,
+                port: 0,
+            },
+            out,
+        ));
+    }
+    // rewired after every placeholder exists: a chain may read another chain's output
+    for (old, new) in replaced {
+        collapsed.replace_all_uses(old, new);
+    }
+    for (_, _, nodes) in &fused {
+        for &id in nodes {
+            collapsed.remove_node(id);
+        }
+    }
+    *chains = kernels;
+    Ok(Some(collapsed))
+}
+
+/// The step of a fused chain: `node` is its placeholder, whose inputs are the chain's
+/// operands in the kernel's order.
+fn chain_step(
+    graph: &Graph,
+    node_id: NodeId,
+    kernel: Box<ElementwiseChainKernel>,
+    binder: &mut Binder,
+) -> Result<Step, RuntimeError> {
+    let node = graph.node(node_id);
+    let mut reads = Vec::with_capacity(node.inputs().len());
+    for &v in node.inputs() {
+        reads.push(binder.place(v)?);
+    }
+    let writes = vec![binder.place(ValueId {
+        node: node_id,
+        port: 0,
+    })?];
+    Ok(Step {
+        node: node.name.clone(),
+        op: "fused_elementwise",
+        kernel: Kernel::Chain(kernel),
+        reads,
+        writes,
+    })
 }
 
 /// The node's inputs when there are `N` of them, or why not.
@@ -2391,6 +2611,113 @@ mod tests {
             assert_close(&got, &want, 1e-5);
             // the linear resize repeats the interpreter's f64 arithmetic: exact
             assert!(got[1].bitwise_eq(&want[1]));
+        }
+    }
+
+    /// The float islands a quantizer leaves between int8 convs, on a 9×9 map (row tails):
+    /// `dequantize → hard_swish` whose result has three users (kept in memory), a
+    /// squeeze-excite `h · hard_sigmoid(gap(h))` broadcast per channel and quantized, a
+    /// residual `relu(dequantize(a) + dequantize(b))` that is also a graph output, and a
+    /// `quantize → dequantize → sigmoid` round trip.
+    fn quantized_islands() -> Graph {
+        let mut rng = Rng(5);
+        let mut g = Graph::new("islands");
+        let shape = vec![1, 8, 9, 9];
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 4, 9, 9]));
+        let x_ty = TensorType::new(DType::U8, vec![1, 4, 9, 9])
+            .with_quant(Quant::per_tensor(1.0 / 32.0, 128));
+        let xq = add_typed(&mut g, "xq", Op::Quantize, &[x], x_ty);
+        let conv = |c_out, out| ConvSpec {
+            c_out,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+            w_dtype: DType::I8,
+            per_channel: true,
+            bias: true,
+            act: None,
+            out,
+        };
+        let c1 = add_qconv(&mut g, &mut rng, "c1", xq, conv(8, (DType::U8, 0.05, 100)));
+        let d1 = add_inferred(&mut g, "d1", Op::Dequantize, &[c1]);
+        let h1 = add_inferred(&mut g, "h1", Op::Activation(Activation::HardSwish), &[d1]);
+        let u8_ty = |scale, zp| {
+            TensorType::new(DType::U8, shape.clone()).with_quant(Quant::per_tensor(scale, zp))
+        };
+        let q1 = add_typed(&mut g, "q1", Op::Quantize, &[h1], u8_ty(0.04, 10));
+        let c2 = add_qconv(&mut g, &mut rng, "c2", q1, conv(8, (DType::I8, 0.06, -3)));
+        let gap = add_inferred(&mut g, "gap", Op::GlobalAveragePool, &[h1]);
+        let hsig = add_inferred(
+            &mut g,
+            "hsig",
+            Op::Activation(Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            }),
+            &[gap],
+        );
+        let se = add_inferred(
+            &mut g,
+            "se",
+            Op::Binary(kiln_ir::BinaryOp::Mul),
+            &[h1, hsig],
+        );
+        let qse = add_typed(&mut g, "qse", Op::Quantize, &[se], u8_ty(0.03, 20));
+        let d2 = add_inferred(&mut g, "d2", Op::Dequantize, &[c2]);
+        let d3 = add_inferred(&mut g, "d3", Op::Dequantize, &[qse]);
+        let sum = add_inferred(&mut g, "sum", Op::Binary(kiln_ir::BinaryOp::Add), &[d2, d3]);
+        let r = add_inferred(&mut g, "r", Op::Activation(Activation::Relu), &[sum]);
+        let i8_ty =
+            TensorType::new(DType::I8, shape.clone()).with_quant(Quant::per_tensor(0.05, -7));
+        let qr = add_typed(&mut g, "qr", Op::Quantize, &[r], i8_ty);
+        let dr = add_inferred(&mut g, "dr", Op::Dequantize, &[qr]);
+        let s = add_inferred(&mut g, "s", Op::Activation(Activation::Sigmoid), &[dr]);
+        g.set_outputs(vec![r, s, c2]);
+        kiln_ir::verify(&g).expect("the test graph is well-formed");
+        g
+    }
+
+    #[test]
+    fn fused_elementwise_chains_equal_the_nodes_run_one_by_one() {
+        let g = quantized_islands();
+        let compile = |fuse_elementwise| {
+            Model::from_graph(g.clone())
+                .compile(&Options {
+                    fuse_elementwise,
+                    ..Options::default()
+                })
+                .expect("every op has a kernel")
+        };
+        let (mut fused, mut unfused) = (compile(true), compile(false));
+        let ops = |m: &CompiledModel| -> Vec<String> {
+            m.schedule().map(|(_, op)| op.to_string()).collect()
+        };
+        let names = |m: &CompiledModel| -> Vec<String> {
+            m.schedule()
+                .filter(|(_, op)| *op == "fused_elementwise")
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        // {d1, h1}, {se, qse, d3, d2, sum, r} (qse's only user is d3: the u8 stays in a
+        // register), {qr, dr, s}; alone: xq (its input is a graph input, no chain node),
+        // q1 (h1 has three users), hsig (a [1, 8, 1, 1] value read by a [1, 8, 9, 9] mul
+        // stays outside its chain)
+        let mut chains = names(&fused);
+        chains.sort();
+        assert_eq!(chains, ["h1", "r", "s"]);
+        assert_eq!(ops(&unfused).len(), ops(&fused).len() + 8);
+        assert!(!ops(&unfused).iter().any(|op| op == "fused_elementwise"));
+        for seed in [1, 2, 3] {
+            let inputs = vec![random_f32(&mut Rng(seed), vec![1, 4, 9, 9])];
+            let got = fused.run(&inputs).expect("valid inputs");
+            let want = unfused.run(&inputs).expect("valid inputs");
+            assert_bitwise_eq(&got, &want);
+            let reference = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+            // exact but for the polynomial exp of the sigmoid
+            assert!(got[0].bitwise_eq(&reference[0]));
+            assert!(got[2].bitwise_eq(&reference[2]));
+            assert_close(&got[1..2], &reference[1..2], 1e-5);
         }
     }
 
