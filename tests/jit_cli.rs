@@ -170,6 +170,46 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
         .1
 }
 
+/// `kiln bench --profile` lists the kernel time by op kind with call counts: the int8 demo's
+/// residual island (dequantize, add, relu, quantize) is one `fused_elementwise` call, and
+/// with `--no-fuse` its nodes are kernels of their own.
+#[test]
+fn bench_profile_shows_fused_and_unfused_islands() {
+    let dir = temp_dir("bench_profile");
+    let (cal, _) = calibration_and_input(&dir);
+    let base = [
+        "bench",
+        DEMO,
+        "--quantize",
+        "--calibration",
+        s(&cal),
+        "--threads",
+        "1",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--profile",
+    ];
+    let calls = |stdout: &str, op: &str| -> Option<usize> {
+        stdout.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(op)).then(|| words.next()?.parse().ok())?
+        })
+    };
+    let (fused, _) = succeed(&base);
+    assert!(fused.contains("ms per run in kernels"), "{fused}");
+    assert!(fused.contains("slowest calls:"), "{fused}");
+    assert_eq!(calls(&fused, "fused_elementwise"), Some(1), "{fused}");
+    assert_eq!(calls(&fused, "add"), None, "{fused}");
+    let mut args = base.to_vec();
+    args.push("--no-fuse");
+    let (unfused, _) = succeed(&args);
+    assert_eq!(calls(&unfused, "fused_elementwise"), None, "{unfused}");
+    assert_eq!(calls(&unfused, "add"), Some(1), "{unfused}");
+    assert_eq!(calls(&unfused, "relu"), Some(1), "{unfused}");
+}
+
 /// `kiln bench` on the int8 demo: the report and the machine-readable line in the
 /// documented order, with consistent values; with `$KILN_PYTHON`, onnxruntime's f32 and
 /// int8 latencies too.

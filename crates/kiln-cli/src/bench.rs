@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// where the time goes: per op kind, and the slowest nodes.
     #[arg(long)]
     pub profile: bool,
+    /// Compile every node of a float island (dequantize → float ops → quantize) as its own
+    /// kernel instead of one fused kernel per chain, to measure what fusion gains.
+    #[arg(long = "no-fuse")]
+    pub no_fuse: bool,
 }
 
 /// Where the time of one run goes, from the profile of `runs` runs: per op kind, and
@@ -344,7 +348,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         float_graph.clone()
     };
     let prepared = jit::prepare(&graph, &path, &mut times)?;
-    let mut compiled = jit::compile(prepared, &path, threads, &mut times)?;
+    let mut compiled = jit::compile(prepared, &path, threads, !args.no_fuse, &mut times)?;
     let compile_ms = times.total().as_secs_f64() * 1e3;
     let plan = compiled.plan().clone();
     eprintln!(

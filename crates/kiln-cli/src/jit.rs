@@ -86,15 +86,18 @@ pub fn prepare(graph: &Graph, model: &Path, times: &mut StageTimes) -> Result<Gr
     Ok(graph)
 }
 
-/// Compile a prepared graph to machine code with `threads` threads per large kernel.
+/// Compile a prepared graph to machine code with `threads` threads per large kernel, float
+/// islands fused into one kernel each unless `fuse_elementwise` is off.
 pub fn compile(
     graph: Graph,
     model: &Path,
     threads: usize,
+    fuse_elementwise: bool,
     times: &mut StageTimes,
 ) -> Result<CompiledModel> {
     let options = Options {
         threads,
+        fuse_elementwise,
         ..Options::default()
     };
     let start = Instant::now();

@@ -16,7 +16,8 @@
 //!   ConvTranspose as one implicit GEMM per output phase on that micro-kernel); [`fgemm`]
 //!   ([`GemmKernel`], Gemm / MatMul with a constant or run-time B, same micro-kernel); [`felem`]
 //!   ([`ActivationKernel`], [`BinaryKernel`] with broadcasting, [`BatchNormKernel`],
-//!   [`SoftmaxKernel`]); [`fpool`] ([`PoolKernel`], Max/AveragePool and global pools);
+//!   [`SoftmaxKernel`]); [`felem_chain`] ([`ElementwiseChainKernel`], a fused float island);
+//!   [`fpool`] ([`PoolKernel`], Max/AveragePool and global pools);
 //!   [`flrn`] ([`LrnKernel`], LRN across channels); [`freduce`] ([`SumKernel`], n-ary
 //!   broadcasting Sum as a chain of adds; [`ReduceMeanKernel`], ReduceMean over any axes);
 //! - conversions: [`cast`] ([`CastKernel`], Cast between f32, i8, u8, i32, i64 and bool);
@@ -77,6 +78,7 @@
 //! | [`CastKernel`] | `cast` (no f16) | `compile(x_ty, out_ty, ..)` | `run_into(x: &[u8], out)` (bytes of both dtypes) |
 //! | [`DynamicQuantizeKernel`] | `dynamic_quantize` | `compile(x_ty, ..)` | `run_into(x, y: &mut [u8]) -> (scale, zero_point)` |
 //! | [`MatMulIntegerKernel`] | `matmul_integer` (constant b) | `compile(a_ty, a_zp_ty, b, b_zp, out_ty, ..)` | `run_into(a: &[u8], a_zp: Option<&[u8]>, out: &mut [i32])` |
+//! | [`ElementwiseChainKernel`] | a fused chain of per-tensor `dequantize`/`quantize`, f32 activations and `add`/`sub`/`mul`/`div` (the runtime's `fused_elementwise` step) | `compile(&[operand types], &[ChainNode], ..)` (the last node is the output) | `run_into(&[&[u8]], out: &mut [u8])` (bytes of u8/i8/f32) |
 //! | [`ResizeKernel`] | `resize` | `compile(&ResizeAttrs, x_ty, out_ty, ..)` | `run_into(x: &[u8], out, &mut ResizeScratch)` (bytes of any dtype) |
 
 pub mod aot;
