@@ -106,6 +106,7 @@ pub mod resize;
 
 mod clif;
 mod fact;
+mod maxpool_rows;
 mod parallel;
 mod pool_window;
 mod spatial;

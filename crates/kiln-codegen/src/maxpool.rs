@@ -11,12 +11,17 @@
 //! per output pixel and block of 16 channels, the lane-wise max (`pmaxub`/`pmaxsb`) of one
 //! 16-byte load per tap (a loop over a tap-offset table), and stores the valid channels
 //! into the NCHW output.
+//!
+//! 1-D/2-D pools with horizontal stride 1 or 2 and no dilation (stems, down-sampling pools)
+//! take the row path instead (`maxpool_rows.rs`): NCHW in and out, 16 output pixels of a
+//! row per vector, the padded input built by generated code.
 
 // AOT: `into_aot` of this kernel (crate::aot).
 #[path = "aot/parts/maxpool.rs"]
 mod aot_parts;
 
-use crate::jit::{kernel_identity, JitOptions};
+use crate::jit::JitOptions;
+use crate::maxpool_rows::RowPool;
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};
 use crate::qconv::{AlignedBytes, Int8};
 use crate::tensor_io::{bad_buffer, shape_name};
@@ -28,11 +33,60 @@ const OP: &str = "max_pool";
 
 /// A compiled int8 MaxPool.
 pub struct MaxPoolKernel {
-    window: WindowKernel,
+    body: Body,
     dtype: DType,
 }
 
-kernel_identity!(MaxPoolKernel, window.code);
+/// Which kernel does the pooling.
+enum Body {
+    /// The channel-last window reduction shared with the f32 pools.
+    Window(WindowKernel),
+    /// NCHW rows of 16 pixels (`maxpool_rows.rs`).
+    Rows(RowPool),
+}
+
+impl MaxPoolKernel {
+    /// The kernel's name: its op and shapes, as its machine code is named.
+    pub fn name(&self) -> &str {
+        match &self.body {
+            Body::Window(w) => w.code.name(),
+            Body::Rows(r) => r.code.name(),
+        }
+    }
+
+    /// Cranelift's listing of the kernel's main function, when compiled with
+    /// `capture_disassembly`.
+    pub fn disassembly(&self) -> Option<&str> {
+        match &self.body {
+            Body::Window(w) => w.code.main_disassembly(),
+            Body::Rows(r) => r.code.main_disassembly(),
+        }
+    }
+
+    /// `"rows"` (NCHW rows of 16 pixels) or `"window"` (channel-last window reduction).
+    pub fn path(&self) -> &'static str {
+        match self.body {
+            Body::Window(_) => "window",
+            Body::Rows(_) => "rows",
+        }
+    }
+
+    fn geo(&self) -> &PoolGeometry {
+        match &self.body {
+            Body::Window(w) => &w.geo,
+            Body::Rows(r) => &r.geo,
+        }
+    }
+}
+
+impl std::fmt::Debug for MaxPoolKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaxPoolKernel")
+            .field("name", &self.name())
+            .field("path", &self.path())
+            .finish()
+    }
+}
 
 /// Working memory of a [`MaxPoolKernel`] (the channel-last padded input).
 #[derive(Debug)]
@@ -70,6 +124,14 @@ impl MaxPoolKernel {
                 reason: format!("{dtype} input (u8 or i8 only)"),
             });
         }
+        let name = format!("max_pool_{}", shape_name(&geo.out_shape));
+        if RowPool::applies(&geo) {
+            let rows = RowPool::compile(name, geo, lowest(dtype), dtype == DType::I8, options)?;
+            return Ok(MaxPoolKernel {
+                body: Body::Rows(rows),
+                dtype,
+            });
+        }
         let layout = geo.layout(OP, 16, 1)?;
         let init = move |b: &mut cranelift_frontend::FunctionBuilder| {
             let lowest = b.ins().iconst(types::I8, lowest(dtype) as i64);
@@ -90,9 +152,11 @@ impl MaxPoolKernel {
             combine: &combine,
             divide: false,
         };
-        let name = format!("max_pool_{}", shape_name(&geo.out_shape));
         let window = WindowKernel::compile(name, geo, layout, &reduction, &[], options)?;
-        Ok(MaxPoolKernel { window, dtype })
+        Ok(MaxPoolKernel {
+            body: Body::Window(window),
+            dtype,
+        })
     }
 
     /// GlobalMaxPool on a u8/i8 input: a MaxPool whose window is the spatial extent.
@@ -104,16 +168,19 @@ impl MaxPoolKernel {
     }
 
     pub fn input_shape(&self) -> &[usize] {
-        &self.window.geo.x_shape
+        &self.geo().x_shape
     }
 
     pub fn output_shape(&self) -> &[usize] {
-        &self.window.geo.out_shape
+        &self.geo().out_shape
     }
 
     pub fn new_scratch(&self) -> MaxPoolScratch {
         MaxPoolScratch {
-            bytes: self.window.new_scratch(),
+            bytes: match &self.body {
+                Body::Window(w) => w.new_scratch(),
+                Body::Rows(r) => AlignedBytes::zeroed(r.scratch_bytes()),
+            },
         }
     }
 
@@ -131,12 +198,41 @@ impl MaxPoolKernel {
             ));
         }
         // i8 and u8 share size and alignment: the kernel moves bits
-        self.window.run_into::<u8>(
-            bytemuck::cast_slice(x),
-            bytemuck::cast_slice_mut(out),
-            &mut scratch.bytes,
-            lowest(self.dtype),
-        )
+        let (x, out): (&[u8], &mut [u8]) = (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(out));
+        match &self.body {
+            Body::Window(w) => w.run_into::<u8>(x, out, &mut scratch.bytes, lowest(self.dtype)),
+            Body::Rows(r) => {
+                let geo = &r.geo;
+                let x_len: usize = geo.x_shape.iter().product();
+                let out_len: usize = geo.out_shape.iter().product();
+                if x.len() != x_len
+                    || out.len() != out_len
+                    || scratch.bytes.as_slice().len() != r.scratch_bytes()
+                {
+                    return Err(bad_buffer(
+                        self.name(),
+                        format!(
+                            "x {} → out {}, scratch {} bytes; expected {x_len} → {out_len}, \
+                             scratch {}",
+                            x.len(),
+                            out.len(),
+                            scratch.bytes.as_slice().len(),
+                            r.scratch_bytes()
+                        ),
+                    ));
+                }
+                let batch = geo.batch.max(1);
+                let (x_image, out_image) = (x_len / batch, out_len / batch);
+                for n in 0..geo.batch {
+                    r.run_image(
+                        &x[n * x_image..(n + 1) * x_image],
+                        &mut out[n * out_image..(n + 1) * out_image],
+                        &mut scratch.bytes,
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Pool a tensor (allocates output and scratch).

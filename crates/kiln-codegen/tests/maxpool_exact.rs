@@ -76,6 +76,66 @@ proptest! {
     }
 }
 
+/// The row path (1-D/2-D, horizontal stride 1 or 2, no dilation) on rows wide enough for
+/// its 16-pixel vectors: output widths below, at and around multiples of 16 (the last
+/// vector moved back), 3×3 and 2×2 windows, pads, `ceil_mode`, u8 and i8 — bit-exact with
+/// the interpreter; a dilated pool keeps the window path.
+#[test]
+fn row_path_matches_interpreter_on_wide_rows() {
+    for (width, window, stride, pad, ceil_mode) in [
+        (111, 3, 2, 0, false),
+        (112, 3, 2, 1, false),
+        (33, 3, 2, 1, true),
+        (31, 2, 2, 0, true),
+        (40, 3, 1, 1, false),
+        (16, 2, 1, 0, false),
+        (17, 3, 1, 0, false),
+        (15, 3, 1, 1, false),
+    ] {
+        for dtype in [DType::U8, DType::I8] {
+            let attrs = PoolAttrs {
+                kernel: vec![window, window],
+                strides: vec![stride, stride],
+                pads: vec![pad, pad, pad, 0],
+                dilations: vec![1, 1],
+                ceil_mode,
+                count_include_pad: false,
+                storage_order: 0,
+            };
+            let shape = vec![2, 5, 9, width];
+            let numel: usize = shape.iter().product();
+            let bytes: Vec<u8> = (0..numel).map(|i| (i * 97 + 13 * (i / 7)) as u8).collect();
+            let data = match dtype {
+                DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+                _ => TensorData::U8(bytes),
+            };
+            let x = Tensor::new(shape.clone(), data).expect("shape matches");
+            let x_ty = TensorType::new(dtype, shape);
+            let kernel = MaxPoolKernel::compile(&attrs, &x_ty, &JitOptions::default())
+                .expect("a valid pool");
+            let what = format!("{dtype} width {width} k{window} s{stride} p{pad} ceil {ceil_mode}");
+            assert_eq!(kernel.path(), "rows", "{what}");
+            let out_ty = TensorType::new(dtype, kernel.output_shape().to_vec());
+            let want = interpret(&Op::MaxPool(attrs.clone()), &[&x], &[&x_ty], &out_ty)
+                .unwrap_or_else(|e| panic!("{what}: interpreter: {e}"));
+            let got = kernel.run(&x).expect("runs");
+            assert_eq!(got, want, "{what}");
+        }
+    }
+    let dilated = PoolAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        pads: vec![0; 4],
+        dilations: vec![2, 2],
+        ceil_mode: false,
+        count_include_pad: false,
+        storage_order: 0,
+    };
+    let x_ty = TensorType::new(DType::U8, vec![1, 2, 9, 9]);
+    let kernel = MaxPoolKernel::compile(&dilated, &x_ty, &JitOptions::default()).expect("valid");
+    assert_eq!(kernel.path(), "window");
+}
+
 /// Wrong buffers and non-int8 inputs are errors.
 #[test]
 fn rejects_wrong_buffers_and_types() {
