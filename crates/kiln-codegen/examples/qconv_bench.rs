@@ -14,6 +14,10 @@
 //! depthwise kernel, one line per shape: best and median of `--runs` runs and GMAC/s from
 //! the best, checked bit-exact against the interpreter (`--no-vnni`, `--rows`, `--cols` and
 //! `--disasm` apply; `--only I` runs just the layer of index `I`).
+//!
+//! `--general-suite` times the small-K general-path layers of ShuffleNet and PP-OCRv4 det
+//! (3-channel stems, grouped and narrow 1×1 convs) the same way, plus the widening step
+//! alone (`widen ms`, and its share of the best time), checked against the interpreter.
 
 use kiln_codegen::probe::probe_host;
 use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
@@ -269,6 +273,198 @@ fn dw_suite(
     Ok(())
 }
 
+/// A general-path layer of the suite: `c_in → c_out` in `groups` groups, a `size`×`size`
+/// input, a `kernel`×`kernel` window at `stride` with pad `kernel / 2`.
+struct GeneralShape {
+    model: &'static str,
+    c_in: usize,
+    c_out: usize,
+    groups: usize,
+    size: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+const fn general(
+    model: &'static str,
+    c_in: usize,
+    c_out: usize,
+    groups: usize,
+    size: usize,
+    kernel: usize,
+    stride: usize,
+) -> GeneralShape {
+    GeneralShape {
+        model,
+        c_in,
+        c_out,
+        groups,
+        size,
+        kernel,
+        stride,
+    }
+}
+
+/// The small-K general-path layers of ShuffleNet (224×224) and PP-OCRv4 det (320×320):
+/// the 3-channel stems and the grouped or narrow 1×1 convs.
+const GENERAL_SUITE: [GeneralShape; 10] = [
+    general("shufflenet", 3, 24, 1, 224, 3, 2),
+    general("shufflenet", 24, 112, 4, 56, 1, 1),
+    general("shufflenet", 112, 112, 4, 28, 1, 1),
+    general("shufflenet", 136, 136, 4, 28, 1, 1),
+    general("shufflenet", 272, 272, 4, 14, 1, 1),
+    general("shufflenet", 544, 544, 4, 7, 1, 1),
+    general("ppocr", 3, 16, 1, 320, 3, 2),
+    general("ppocr", 16, 32, 1, 160, 1, 1),
+    general("ppocr", 32, 48, 1, 80, 1, 1),
+    general("ppocr", 48, 48, 1, 80, 1, 1),
+];
+
+/// Time every [`GENERAL_SUITE`] layer through the general micro-kernel (one line each):
+/// the whole kernel and its widening step alone, best and median of `runs` runs.
+fn general_suite(
+    runs: usize,
+    tuning: QConvTuning,
+    only: Option<usize>,
+    disasm: Option<&String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut next = lcg();
+    println!(
+        "{:<11} {:>9} {:>3} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}  tile",
+        "model",
+        "cin→cout",
+        "g",
+        "in→out",
+        "kernel",
+        "MACs(M)",
+        "best ms",
+        "med ms",
+        "widen ms",
+        "GMAC/s",
+        "widen%"
+    );
+    for (index, shape) in GENERAL_SUITE.iter().enumerate() {
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        let (k, s, g) = (shape.kernel, shape.stride, shape.groups);
+        let (ci, co, size) = (shape.c_in, shape.c_out, shape.size);
+        let out_size = (size + 2 * (k / 2) - k) / s + 1;
+        let cin_g = ci / g;
+        let x = Tensor::new(
+            vec![1, ci, size, size],
+            TensorData::U8((0..ci * size * size).map(|_| next() as u8).collect()),
+        )?;
+        let w = Tensor::new(
+            vec![co, cin_g, k, k],
+            TensorData::I8((0..co * cin_g * k * k).map(|_| next() as i8).collect()),
+        )?;
+        let b = Tensor::new(
+            vec![co],
+            TensorData::I32((0..co).map(|_| (next() % 20000) as i32 - 10000).collect()),
+        )?;
+        let x_ty = TensorType::new(DType::U8, vec![1, ci, size, size])
+            .with_quant(Quant::per_tensor(0.02, 128));
+        let w_ty = TensorType::new(DType::I8, vec![co, cin_g, k, k]).with_quant(Quant::PerAxis {
+            axis: 0,
+            scales: (0..co).map(|i| 0.001 + 0.0001 * (i % 64) as f32).collect(),
+            zero_points: vec![0; co],
+        });
+        let b_ty = TensorType::new(DType::I32, vec![co]);
+        let y_ty = TensorType::new(DType::U8, vec![1, co, out_size, out_size])
+            .with_quant(Quant::per_tensor(0.05, 0));
+        let attrs = ConvAttrs {
+            kernel: vec![k, k],
+            strides: vec![s, s],
+            pads: vec![k / 2; 4],
+            dilations: vec![1, 1],
+            groups: g,
+            act: Some(Activation::Relu),
+        };
+        let node = QConvNode {
+            attrs: &attrs,
+            x_ty: &x_ty,
+            w: &w,
+            w_ty: &w_ty,
+            bias: Some((&b, &b_ty)),
+            out_ty: &y_ty,
+        };
+        let options = JitOptions {
+            capture_disassembly: disasm.is_some(),
+            verify: Some(false),
+        };
+        let kernel = QConvKernel::compile(&node, &options, &tuning)?;
+        if let (Some(path), Some(listing)) = (disasm, kernel.disassembly()) {
+            let widen = kernel.widen_disassembly().unwrap_or_default();
+            std::fs::write(path, format!("{widen}\n{listing}"))?;
+        }
+        let mut scratch = kernel.new_scratch();
+        let TensorData::U8(xv) = x.data() else {
+            unreachable!("x was built as u8")
+        };
+        let mut out = vec![0u8; co * out_size * out_size];
+        for _ in 0..3 {
+            kernel.run_into(xv, &mut out, &mut scratch)?;
+        }
+        let mut time = |widen_only: bool| -> Vec<f64> {
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    if widen_only {
+                        kernel
+                            .widen_into(xv, &mut scratch)
+                            .expect("buffers were checked by the warm-up runs");
+                    } else {
+                        kernel
+                            .run_into(xv, &mut out, &mut scratch)
+                            .expect("buffers were checked by the warm-up runs");
+                    }
+                    t.elapsed().as_secs_f64()
+                })
+                .collect()
+        };
+        let times = time(false);
+        let widen_times = time(true);
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let widen_best = widen_times.iter().copied().fold(f64::INFINITY, f64::min);
+        let med = median(times);
+        kernel.run_into(xv, &mut out, &mut scratch)?;
+        let want = kiln_interp::eval_op(
+            &Op::QConv(attrs.clone()),
+            &[&x, &w, &b],
+            &[&x_ty, &w_ty, &b_ty],
+            std::slice::from_ref(&y_ty),
+        )?;
+        let TensorData::U8(wv) = want[0].data() else {
+            unreachable!("the output type is u8")
+        };
+        if wv != &out {
+            return Err(format!(
+                "{} {ci}→{co} g{g} {k}x{k} s{s}: differs from the interpreter",
+                shape.model
+            )
+            .into());
+        }
+        let macs = kernel.macs() as f64;
+        let (mr, nc) = kernel.tile();
+        println!(
+            "{:<11} {:>9} {g:>3} {:>9} {:>7} {:>7.2} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>6.0}%  {mr}x{nc} {:?}",
+            shape.model,
+            format!("{ci}→{co}"),
+            format!("{size}→{out_size}"),
+            format!("{k}x{k} s{s}"),
+            macs / 1e6,
+            best * 1e3,
+            med * 1e3,
+            widen_best * 1e3,
+            macs / best / 1e9,
+            100.0 * widen_best / best,
+            kernel.inner_product(),
+        );
+    }
+    Ok(())
+}
+
 /// Deterministic pseudo-random contents (an LCG): only the timing matters here.
 fn lcg() -> impl FnMut() -> u32 {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -301,6 +497,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             allow_depthwise: true,
         };
         return dw_suite(runs, tuning, only, disasm_path);
+    }
+    if args.iter().any(|a| a == "--general-suite") {
+        let only = flag("--only").map(|v| v.parse()).transpose()?;
+        let tuning = QConvTuning {
+            rows,
+            col_vectors,
+            allow_vnni,
+            allow_depthwise: false,
+        };
+        return general_suite(runs, tuning, only, disasm_path);
     }
     let depthwise = args.iter().any(|a| a == "--depthwise");
     let allow_depthwise = !args.iter().any(|a| a == "--general");

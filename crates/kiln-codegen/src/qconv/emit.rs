@@ -13,10 +13,12 @@ use super::plan::QConvPlan;
 use crate::clif::{
     at, counted_loop, define_function, fmax_to_bound, fmin_to_bound, mem, mem_aligned,
     pmaddwd_accumulate, range_loop, scaled, sdot_accumulate, splat_f32, splat_i32,
-    usdot_accumulate, vpdpbusd_accumulate, Accumulate,
+    usdot_accumulate, vcast, vpdpbusd_accumulate, Accumulate,
 };
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Signature, Value};
+use cranelift_codegen::ir::{
+    types, ConstantData, Function, InstBuilder, MemFlagsData, Signature, Value,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::DType;
@@ -31,7 +33,12 @@ pub(crate) fn build_widen_function(
 ) -> Function {
     define_function(signature, target, |b, p| {
         let (x, scratch) = (p[0], p[1]);
-        fill_padding(b, plan, layout, scratch);
+        // without padding the widening below writes every slot the kernel reads (a group's
+        // last, partial k-step included: its missing channels get the padding value)
+        let padded = plan.pad_begin.iter().chain(&plan.pad_end).any(|&p| p > 0);
+        if padded {
+            fill_padding(b, plan, layout, scratch);
+        }
         widen_input(b, plan, layout, x, scratch);
     })
 }
@@ -41,16 +48,11 @@ pub(crate) fn build_widen_function(
 /// tile through the micro-kernel. The scratch is not written while this runs, so its
 /// loads are `readonly` (pure for Cranelift): that lets a broadcast's load fold into
 /// `vbroadcastss` and loop-invariant loads leave loops.
-/// `exact_cvtt` selects x64's `cvttps2dq` (`x86_cvtt2dq`) for the float → int conversion:
-/// the rounded values are integral and inside the output range, so the truncating
-/// conversion is exact and the saturating sequence `fcvt_to_sint_sat` lowers to (six more
-/// instructions, for NaN and overflow) is not needed.
 pub(crate) fn build_compute_function(
     plan: &QConvPlan,
     layout: &Layout,
     signature: Signature,
     target: TargetFrontendConfig,
-    exact_cvtt: bool,
 ) -> Function {
     define_function(signature, target, |b, p| {
         let bufs = Buffers {
@@ -67,7 +69,7 @@ pub(crate) fn build_compute_function(
             let group_start = b.ins().imul_imm_u(g, tiles_per_group);
             let t = b.ins().isub(tile, group_start);
             if layout.partial_channels == 0 {
-                micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
+                micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr);
                 return;
             }
             // the last tile of a group stores only its valid channels
@@ -77,19 +79,10 @@ pub(crate) fn build_compute_function(
                 .icmp_imm_u(IntCC::Equal, t, layout.full_tiles as i64);
             b.ins().brif(is_partial, partial, &[], full, &[]);
             b.switch_to_block(full);
-            micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr, exact_cvtt);
+            micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr);
             b.ins().jump(merge, &[]);
             b.switch_to_block(partial);
-            micro_kernel_sweep(
-                b,
-                plan,
-                layout,
-                bufs,
-                g,
-                t,
-                layout.partial_channels,
-                exact_cvtt,
-            );
+            micro_kernel_sweep(b, plan, layout, bufs, g, t, layout.partial_channels);
             b.ins().jump(merge, &[]);
             b.switch_to_block(merge);
         });
@@ -137,8 +130,13 @@ pub(crate) fn ro() -> MemFlagsData {
     flags
 }
 
-/// Every scratch word ← the padding: the i16 pair `(zp_x, zp_x)` (`pmaddwd`) or four bytes
-/// `zp_x + offset` (byte dot products): padding reads the input zero point.
+/// Every scratch word outside the input's pixels ← the padding: the i16 pair `(zp_x, zp_x)`
+/// (`pmaddwd`) or four bytes `zp_x + offset` (byte dot products): padding reads the input
+/// zero point. The input's pixels are left alone: the widening writes each of them whole
+/// (every group and k-step, a partial last step's missing channels included), so only
+/// the gaps between the input's rows in the scratch are filled — before the first row,
+/// after each row up to the next one (right then left padding, or the bottom padding and
+/// the next plane's top), and after the last row.
 fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scratch: Value) {
     let word = match layout.inner {
         InnerProduct::Pmaddwd => {
@@ -152,13 +150,54 @@ fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scra
         }
     };
     let pattern = splat_i32(b, word as i32);
-    // scratch_bytes is a multiple of 64: four aligned 16-byte stores per iteration
-    counted_loop(b, layout.scratch_bytes / 64, |b, i| {
-        let base = scaled(b, scratch, i, 64);
-        for k in 0..4i32 {
-            b.ins().store(mem_aligned(), pattern, base, 16 * k);
+    // `bytes` (a multiple of 16) from `base + offset`: whole 64-byte blocks in a loop, the
+    // rest straight-line
+    let fill = |b: &mut FunctionBuilder, base: Value, offset: usize, bytes: usize| {
+        let start = b.ins().iadd_imm_u(base, offset as i64);
+        counted_loop(b, bytes / 64, |b, i| {
+            let block = scaled(b, start, i, 64);
+            for k in 0..4i32 {
+                b.ins().store(mem_aligned(), pattern, block, 16 * k);
+            }
+        });
+        for k in 0..(bytes % 64) / STEP_BYTES {
+            let off = ((bytes / 64) * 64 + k * STEP_BYTES) as i32;
+            b.ins().store(mem_aligned(), pattern, start, off);
         }
+    };
+    let [d_n, h_n, w_n] = plan.input;
+    let [pb_d, pb_h, pb_w] = plan.pad_begin;
+    let span_start = |d: usize, h: usize| layout.scratch_pixel(pb_d + d, pb_h + h, pb_w);
+    let span_end = |d: usize, h: usize| layout.scratch_pixel(pb_d + d, pb_h + h, pb_w + w_n);
+    let pixels_end = layout.padded.iter().product::<usize>() * layout.pixel_stride;
+    fill(b, scratch, 0, span_start(0, 0));
+    // within a plane: right padding of row h, left padding of row h + 1
+    let row_gap = span_start(0, 1) - span_end(0, 0);
+    // the last row of a plane to the first of the next
+    let plane_gap = span_start(1, 0) - span_end(0, h_n - 1);
+    let plane = layout.scratch_pixel(1, 0, 0);
+    let row = layout.scratch_pixel(0, 1, 0);
+    let rows = |b: &mut FunctionBuilder, plane_base: Value| {
+        if row_gap > 0 {
+            counted_loop(b, h_n - 1, |b, h| {
+                let row_base = scaled(b, plane_base, h, row);
+                fill(b, row_base, span_end(0, 0), row_gap);
+            });
+        }
+    };
+    counted_loop(b, d_n - 1, |b, d| {
+        let plane_base = scaled(b, scratch, d, plane);
+        rows(b, plane_base);
+        fill(b, plane_base, span_end(0, h_n - 1), plane_gap);
     });
+    let last_plane = b.ins().iadd_imm_u(scratch, ((d_n - 1) * plane) as i64);
+    rows(b, last_plane);
+    fill(
+        b,
+        scratch,
+        span_end(d_n - 1, h_n - 1),
+        pixels_end - span_end(d_n - 1, h_n - 1),
+    );
 }
 
 /// Widen the input into the scratch: per pixel and k-step `j`, the word of input channels
@@ -259,20 +298,96 @@ fn widen_step_planes(
                 let (addr, off) = at(b, dst, origin + w * layout.pixel_stride);
                 b.ins().store(mem_aligned(), v, addr, off);
             };
-            // four pixels per iteration, the remainder straight-line
+            // whole quads of bytes: sixteen pixels per iteration as vectors
+            let vector_chunks = if inner.on_bytes() && present == per_step {
+                w_n / QUAD_CHUNK
+            } else {
+                0
+            };
+            counted_loop(b, vector_chunks, |b, i| {
+                let src_i = scaled(b, src_row, i, QUAD_CHUNK);
+                let dst_i = scaled(b, dst_row, i, QUAD_CHUNK * layout.pixel_stride);
+                widen_quad_chunk(b, layout, src_i, plane, dst_i, origin);
+            });
+            // the rest: four pixels per iteration, then straight-line
             const STEP: usize = 4;
-            counted_loop(b, w_n / STEP, |b, i| {
-                let src_i = scaled(b, src_row, i, STEP);
-                let dst_i = scaled(b, dst_row, i, STEP * layout.pixel_stride);
+            let start = vector_chunks * QUAD_CHUNK;
+            let src_s = b.ins().iadd_imm_u(src_row, start as i64);
+            let dst_s = b
+                .ins()
+                .iadd_imm_u(dst_row, (start * layout.pixel_stride) as i64);
+            counted_loop(b, (w_n - start) / STEP, |b, i| {
+                let src_i = scaled(b, src_s, i, STEP);
+                let dst_i = scaled(b, dst_s, i, STEP * layout.pixel_stride);
                 for k in 0..STEP {
                     copy(b, src_i, dst_i, k);
                 }
             });
-            for w in (w_n / STEP) * STEP..w_n {
+            for w in start + (w_n - start) / STEP * STEP..w_n {
                 copy(b, src_row, dst_row, w);
             }
         });
     });
+}
+
+/// Pixels of one row a [`widen_quad_chunk`] call widens.
+const QUAD_CHUNK: usize = 16;
+
+/// Sixteen consecutive pixels of one k-step of four present channels (the byte inner
+/// products), as vectors: a 16-byte load per channel plane (shifted by the activation
+/// offset: `^ 0x80`), a byte then 16-bit interleave into the pixels' channel quads (the
+/// scalar path's words: channel `k` in byte `k`), and per pixel its quad broadcast to the
+/// four lanes and stored to its scratch entry at `dst + origin + p · pixel_stride`.
+fn widen_quad_chunk(
+    b: &mut FunctionBuilder,
+    layout: &Layout,
+    src: Value,
+    plane: usize,
+    dst: Value,
+    origin: usize,
+) {
+    let shuffle = |b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 16]| {
+        let mask = b.func.dfg.immediates.push(ConstantData::from(&lanes[..]));
+        b.ins().shuffle(x, y, mask)
+    };
+    let flip = (layout.activation_offset != 0).then(|| {
+        let v = b.ins().iconst(types::I8, 0x80);
+        b.ins().splat(types::I8X16, v)
+    });
+    let planes: Vec<Value> = (0..4)
+        .map(|k| {
+            let v = b.ins().load(types::I8X16, mem(), src, (k * plane) as i32);
+            // the offset is ±128: the byte ^ 0x80, as in the scalar path
+            flip.map_or(v, |f| b.ins().bxor(v, f))
+        })
+        .collect();
+    // bytes of pixels 8h .. 8h + 7 of channels (2c, 2c + 1), interleaved
+    let pairs = |b: &mut FunctionBuilder, c: usize, h: u8| {
+        let lanes = std::array::from_fn(|i| 8 * h + (i as u8 / 2) + 16 * (i as u8 % 2));
+        shuffle(b, planes[2 * c], planes[2 * c + 1], lanes)
+    };
+    for h in 0..2u8 {
+        let (low, high) = (pairs(b, 0, h), pairs(b, 1, h));
+        for half in 0..2u8 {
+            // pixels 8h + 4·half .. + 3: channel pair (0, 1) from `low`, (2, 3) from `high`
+            let lanes = std::array::from_fn(|i| {
+                let (pixel, byte) = (4 * half + i as u8 / 4, i as u8 % 4);
+                2 * pixel + byte % 2 + 16 * (byte / 2)
+            });
+            let quads = shuffle(b, low, high, lanes);
+            for lane in 0..4u8 {
+                let broadcast = shuffle(
+                    b,
+                    quads,
+                    quads,
+                    std::array::from_fn(|i| 4 * lane + i as u8 % 4),
+                );
+                let pixel = (8 * h + 4 * half + lane) as usize;
+                let (addr, off) = at(b, dst, origin + pixel * layout.pixel_stride);
+                b.ins().store(mem_aligned(), broadcast, addr, off);
+            }
+        }
+    }
 }
 
 /// All output pixels of tile `t` (an i64 value) of group `g`: `channels` valid output
@@ -286,7 +401,6 @@ fn micro_kernel_sweep(
     g: Value,
     t: Value,
     channels: usize,
-    exact_cvtt: bool,
 ) {
     let (mr, nr) = (layout.mr, layout.nr);
     let tile_channels = 4 * nr;
@@ -302,7 +416,16 @@ fn micro_kernel_sweep(
     let accs: Vec<Vec<Variable>> = (0..mr)
         .map(|_| (0..nr).map(|_| b.declare_var(types::I32X4)).collect())
         .collect();
-    counted_loop(b, layout.pixel_tiles, |b, pt| {
+    let tile_consts = TileConsts {
+        nr,
+        bias_offset: layout.bias_offset,
+        multiplier_offset: layout.multiplier_offset,
+        channel_stride: pixels,
+    };
+    let requant = plan.requant();
+    // one pixel tile: its reduction, then the epilogue; `quads`: its `mr = 4` pixels are
+    // consecutive (a whole tile), so each channel's four output bytes are one 32-bit store
+    let pixel_tile = |b: &mut FunctionBuilder, pt: Value, quads: bool| {
         let table = scaled(b, bufs.packed, pt, mr * 4);
         let bases: Vec<Value> = (0..mr)
             .map(|m| {
@@ -312,31 +435,181 @@ fn micro_kernel_sweep(
                 b.ins().iadd(group_scratch, off)
             })
             .collect();
-        let zero = splat_i32(b, 0);
+        // the accumulators start at the folded bias: no addition in the epilogue
         for row in &accs {
-            for &acc in row {
-                b.def_var(acc, zero);
+            for (r, &acc) in row.iter().enumerate() {
+                let offset = (layout.bias_offset + 16 * r) as i32;
+                let bias = b.ins().load(types::I32X4, ro(), consts, offset);
+                b.def_var(acc, bias);
             }
         }
         reduction(b, layout, &accs, &bases, weights, bufs.packed);
         let pixel_out = tile_pixel_outputs(b, pt, mr, pixels, tile_out);
-        let tile_consts = TileConsts {
-            nr,
-            bias_offset: layout.bias_offset,
-            multiplier_offset: layout.multiplier_offset,
-            channel_stride: pixels,
-        };
-        epilogue(
-            b,
-            &plan.requant(),
-            &tile_consts,
-            &accs,
-            consts,
-            &pixel_out,
-            channels,
-            exact_cvtt,
-        );
-    });
+        let q = requantize(b, &requant, &tile_consts, &accs, consts);
+        if quads {
+            store_pixel_quads(b, &requant, &q, pixel_out[0], pixels, channels);
+        } else {
+            store_pixel_bytes(b, &requant, &q, &pixel_out, pixels, channels);
+        }
+    };
+    if mr == QUAD_PIXELS {
+        let whole = pixels / mr;
+        counted_loop(b, whole, |b, pt| pixel_tile(b, pt, true));
+        if whole < layout.pixel_tiles {
+            let pt = b.ins().iconst(types::I64, whole as i64);
+            pixel_tile(b, pt, false);
+        }
+    } else {
+        counted_loop(b, layout.pixel_tiles, |b, pt| pixel_tile(b, pt, false));
+    }
+}
+
+/// Pixels per tile for which the epilogue stores each channel's bytes as one 32-bit word.
+const QUAD_PIXELS: usize = 4;
+
+/// Requantize a tile's accumulators (which started at the folded bias): per pixel (row),
+/// `nr` I32X4 vectors of output values, each inside the output range. The arithmetic is
+/// [`epilogue`]'s with its two clamps merged (as the depthwise kernel does): `· multiplier`,
+/// clamp to
+/// `[max(q_min, act_lo) − zp, min(q_max, act_hi) − zp]` in f32, round half to even, `+ zp`.
+/// That equals clamping to `[q_min − zp, q_max − zp]`, rounding, adding `zp` and clamping
+/// to `[act_lo, act_hi]`: the bounds are integers and rounding is monotonic, so it
+/// commutes with a clamp to integer bounds (a NaN gives the low bound either way). The
+/// rounding and `+ zp` are one f32 addition and one integer subtraction: `f + 1.5·2^23`
+/// is the integer `1.5·2^23 + round(f)` (|f| ≤ 255: the sum lies in [2^23, 2^24), where
+/// the spacing is 1, and IEEE addition rounds ties to even, the parity of the even
+/// `1.5·2^23 + n` being n's), so its bits minus `bits(1.5·2^23) − zp` are `round(f) + zp`.
+fn requantize(
+    b: &mut FunctionBuilder,
+    plan: &Requant,
+    layout: &TileConsts,
+    accs: &[Vec<Variable>],
+    consts: Value,
+) -> Vec<Vec<Value>> {
+    let nr = layout.nr;
+    let mult: Vec<Value> = (0..nr)
+        .map(|r| {
+            let offset = (layout.multiplier_offset + 16 * r) as i32;
+            b.ins().load(types::F32X4, ro(), consts, offset)
+        })
+        .collect();
+    let zero_point = plan.zero_point;
+    // the act bounds lie inside the output range, the requant bounds are its ends minus zp:
+    // integers of at most 9 bits, exact in f32
+    let lo = (plan.act_bounds.0 - zero_point) as f32;
+    let hi = (plan.act_bounds.1 - zero_point) as f32;
+    let lo_f = splat_f32(b, lo.max(plan.requant_bounds.0));
+    let hi_f = splat_f32(b, hi.min(plan.requant_bounds.1));
+    const MAGIC: f32 = 12_582_912.0;
+    let magic = splat_f32(b, MAGIC);
+    let unbias = splat_i32(b, (MAGIC.to_bits() as i32).wrapping_sub(zero_point));
+    accs.iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(r, &acc)| {
+                    let acc = b.use_var(acc);
+                    let f = b.ins().fcvt_from_sint(types::F32X4, acc);
+                    let f = b.ins().fmul(f, mult[r]);
+                    let f = fmax_to_bound(b, f, lo_f);
+                    let f = fmin_to_bound(b, f, hi_f);
+                    let f = b.ins().fadd(f, magic);
+                    let i = vcast(b, types::I32X4, f);
+                    b.ins().isub(i, unbias)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Narrow two I16X8 vectors to the output's bytes (exact: the values are in range).
+fn narrow_bytes(b: &mut FunctionBuilder, plan: &Requant, low: Value, high: Value) -> Value {
+    if plan.signed_out {
+        b.ins().snarrow(low, high)
+    } else {
+        b.ins().unarrow(low, high)
+    }
+}
+
+/// Store the `channels` valid output channels of each pixel of a tile, one byte at a time
+/// at `pixel_out[m] + channel · channel_stride` (any tile: the last pixel may repeat).
+fn store_pixel_bytes(
+    b: &mut FunctionBuilder,
+    plan: &Requant,
+    q: &[Vec<Value>],
+    pixel_out: &[Value],
+    channel_stride: usize,
+    channels: usize,
+) {
+    for (m, row) in q.iter().enumerate() {
+        // two I32X4 → one I16X8 → bytes; lane k of the bytes is channel 8·chunk + k
+        for (chunk, pair) in row.chunks(2).enumerate() {
+            let halves = b.ins().snarrow(pair[0], *pair.get(1).unwrap_or(&pair[0]));
+            let bytes = narrow_bytes(b, plan, halves, halves);
+            for k in 0..8 {
+                let channel = 8 * chunk + k;
+                if channel >= channels.min(4 * row.len()) {
+                    break;
+                }
+                let byte = b.ins().extractlane(bytes, k as u8);
+                let (addr, off) = at(b, pixel_out[m], channel * channel_stride);
+                b.ins().store(mem(), byte, addr, off);
+            }
+        }
+    }
+}
+
+/// Store a tile of four consecutive pixels (starting at output byte `out`): per valid
+/// channel its four pixels' bytes, gathered by a byte shuffle, as one 32-bit store at
+/// `out + channel · channel_stride` — a quarter of the stores of [`store_pixel_bytes`].
+fn store_pixel_quads(
+    b: &mut FunctionBuilder,
+    plan: &Requant,
+    q: &[Vec<Value>],
+    out: Value,
+    channel_stride: usize,
+    channels: usize,
+) {
+    debug_assert_eq!(q.len(), QUAD_PIXELS);
+    let nr = q[0].len();
+    for chunk in 0..nr.div_ceil(2) {
+        // per pixel m, its channels 8·chunk .. 8·chunk + 7 as I16X8
+        let halves: Vec<Value> = q
+            .iter()
+            .map(|row| {
+                let low = row[2 * chunk];
+                let high = *row.get(2 * chunk + 1).unwrap_or(&low);
+                b.ins().snarrow(low, high)
+            })
+            .collect();
+        // lanes 0..7: pixel 0 (2), lanes 8..15: pixel 1 (3), channel k of the chunk in lane k
+        let first = narrow_bytes(b, plan, halves[0], halves[1]);
+        let second = narrow_bytes(b, plan, halves[2], halves[3]);
+        for half in 0..2 {
+            let base = 8 * chunk + 4 * half;
+            if base >= channels.min(4 * nr) {
+                break;
+            }
+            // 32-bit lane j: channel base + j of pixels 0, 1, 2, 3
+            let mut mask = [0u8; 16];
+            for j in 0..4 {
+                let k = (4 * half + j) as u8;
+                mask[4 * j..4 * j + 4].copy_from_slice(&[k, 8 + k, 16 + k, 24 + k]);
+            }
+            let mask = b.func.dfg.immediates.push(ConstantData::from(&mask[..]));
+            let gathered = b.ins().shuffle(first, second, mask);
+            let words = vcast(b, types::I32X4, gathered);
+            for j in 0..4 {
+                let channel = base + j;
+                if channel >= channels.min(4 * nr) {
+                    break;
+                }
+                let word = b.ins().extractlane(words, j as u8);
+                let (addr, off) = at(b, out, channel * channel_stride);
+                b.ins().store(mem(), word, addr, off);
+            }
+        }
+    }
 }
 
 /// The whole reduction of one pixel tile: every (tap, input channels) k-step, each `nr`
@@ -381,8 +654,8 @@ fn reduction(
             }
         };
     if layout.steps > STEPS_PER_ITERATION {
-        // taps unrolled; per tap a loop over its k-steps, two per iteration (the layout
-        // makes `steps` even here)
+        // taps unrolled; per tap a loop over its k-steps, two per iteration, and an odd
+        // count's last one
         for (tap, &tap_offset) in layout.tap_offsets.iter().enumerate() {
             let tap_w = tap * tap_weights;
             counted_loop(b, layout.steps / STEPS_PER_ITERATION, |b, i| {
@@ -401,6 +674,17 @@ fn reduction(
                     );
                 }
             });
+            if layout.steps % STEPS_PER_ITERATION == 1 {
+                // an odd count's last k-step after the loop
+                let last = layout.steps - 1;
+                step(
+                    b,
+                    bases,
+                    weights,
+                    tap_offset + STEP_BYTES * last,
+                    tap_w + last * step_weights,
+                );
+            }
         }
     } else {
         // one or two k-steps: a loop over the taps, offsets from the tap table

@@ -108,8 +108,7 @@ pub(crate) struct Layout {
     /// Added to every activation before the inner product, see
     /// [`InnerProduct::activation_offset`]. Folded into the bias.
     pub activation_offset: i32,
-    /// k-steps per tap and group: `ceil(C_in/groups / channels_per_step)`, rounded up to
-    /// even past 2.
+    /// k-steps per tap and group: `ceil(C_in/groups / channels_per_step)`.
     pub steps: usize,
     /// Byte offset of each kernel tap relative to its pixel's first tap.
     pub tap_offsets: Vec<usize>,
@@ -140,12 +139,7 @@ impl Layout {
             op: "qconv",
             reason: format!("{what} exceed(s) the 32-bit offsets of the kernel's tables"),
         };
-        // Past two k-steps, the reduction loops over them two at a time: round up to an even
-        // count (the extra step has zero weights) so that no k-step is left outside a loop.
-        let steps = match plan.cin_g.div_ceil(inner.channels_per_step()) {
-            p if p <= STEPS_PER_ITERATION => p,
-            p => p.next_multiple_of(STEPS_PER_ITERATION),
-        };
+        let steps = plan.cin_g.div_ceil(inner.channels_per_step());
         let nr = tuning.col_vectors.clamp(1, plan.cout_g.div_ceil(4).max(1));
         let mr = tuning.rows.clamp(1, plan.out_pixels().max(1));
         let padded = plan.padded();

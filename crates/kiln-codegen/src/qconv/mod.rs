@@ -200,7 +200,6 @@ impl QConvKernel {
             plan.c_in, plan.c_out, plan.kernel, plan.stride, plan.groups
         )
         .replace([' ', '[', ']', ','], "");
-        let exact_cvtt = jit.features().is_x86_64();
         let depthwise = tuning.allow_depthwise && plan.cin_g == 1 && plan.cout_g == 1;
         let (path, packed) = if depthwise {
             let layout = DwLayout::new(&plan, tuning, inner)?;
@@ -250,7 +249,6 @@ impl QConvKernel {
                 &layout,
                 jit.pointer_signature(5),
                 jit.target_config(),
-                exact_cvtt,
             );
             // SAFETY: the function has five pointer-sized parameters and no results —
             // `RangeComputeFn` (the last two are integers of pointer size); `jit` is owned by
@@ -451,6 +449,41 @@ impl QConvKernel {
         for_each_part(parts, threads, run_range);
     }
 
+    /// Run only the widening step of the first batch item (`x`: one image) into `scratch`:
+    /// for benchmarks that split a kernel's time between widening and compute.
+    pub fn widen_into<X: Int8>(
+        &self,
+        x: &[X],
+        scratch: &mut QConvScratch,
+    ) -> Result<(), CodegenError> {
+        let image = self.plan.x_shape.iter().product::<usize>() / self.plan.batch.max(1);
+        if X::DTYPE != self.plan.x_dtype
+            || x.len() != image
+            || scratch.bytes.len != self.scratch_bytes()
+        {
+            return Err(CodegenError::BadBuffer {
+                kernel: self.name().to_string(),
+                what: format!(
+                    "widen_into takes one {} image of {image} elements and a scratch of {} \
+                     bytes",
+                    self.plan.x_dtype,
+                    self.scratch_bytes()
+                ),
+            });
+        }
+        let (Path::General { widen, .. } | Path::Depthwise { widen, .. }) = &self.path;
+        // SAFETY: as in `run_into_threads`: the entry is valid while `self.code` lives; it
+        // reads one image of `x` and writes `scratch_bytes` 16-byte-aligned bytes of the
+        // scratch, sizes checked above.
+        unsafe {
+            widen(
+                x.as_ptr().cast::<u8>(),
+                scratch.bytes.as_mut_slice().as_mut_ptr(),
+            )
+        }
+        Ok(())
+    }
+
     /// Run on a tensor, returning the output tensor (allocates output and scratch).
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         if x.shape() != self.plan.x_shape.as_slice() {
@@ -599,6 +632,103 @@ mod tests {
             assert_eq!(body.matches("vpdpbusd").count(), 16, "{body}");
             for absent in ["paddd", "pmovsx", "pmovzx", "pmaddwd", "pmull", "rsp"] {
                 assert!(!body.contains(absent), "{absent} in {body}");
+            }
+        }
+    }
+
+    /// Rows of at least 16 pixels, which the property tests (inputs of at most 9) never
+    /// draw: the vector widening of whole channel quads (16 pixels at a time, with the
+    /// ±128 shift for i8 activations, a scalar remainder, a partial last quad), the
+    /// unpadded widening (no padding fill), and whole 4-pixel tiles stored as 32-bit words
+    /// next to a last partial tile; checked against the interpreter with and without VNNI.
+    #[test]
+    fn wide_rows_match_the_interpreter() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        // (C_in, C_out, groups, height, width, kernel, stride, pad, i8 activations)
+        let shapes = [
+            (8, 12, 2, 3, 37, 1, 1, 0, false),
+            (24, 28, 4, 5, 19, 1, 1, 0, true),
+            (3, 10, 1, 9, 33, 3, 2, 1, false),
+            (7, 9, 1, 4, 16, 3, 1, 1, true),
+            (12, 20, 1, 2, 48, 1, 2, 0, false),
+        ];
+        for (c_in, c_out, groups, h, w, k, s, pad, x_signed) in shapes {
+            let cin_g = c_in / groups;
+            let x_dtype = if x_signed { DType::I8 } else { DType::U8 };
+            let x_data = (0..c_in * h * w).map(|_| next() as u8);
+            let x = Tensor::new(
+                vec![1, c_in, h, w],
+                if x_signed {
+                    TensorData::I8(x_data.map(|v| v as i8).collect())
+                } else {
+                    TensorData::U8(x_data.collect())
+                },
+            )
+            .unwrap();
+            let w_shape = vec![c_out, cin_g, k, k];
+            let w_len = c_out * cin_g * k * k;
+            let wt = Tensor::new(
+                w_shape.clone(),
+                TensorData::I8((0..w_len).map(|_| next() as i8).collect()),
+            )
+            .unwrap();
+            let b = Tensor::new(
+                vec![c_out],
+                TensorData::I32((0..c_out).map(|_| (next() % 4000) as i32 - 2000).collect()),
+            )
+            .unwrap();
+            let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+            let x_ty = TensorType::new(x_dtype, vec![1, c_in, h, w])
+                .with_quant(Quant::per_tensor(0.03, if x_signed { -5 } else { 120 }));
+            let w_ty = TensorType::new(DType::I8, w_shape).with_quant(Quant::PerAxis {
+                axis: 0,
+                scales: (0..c_out).map(|i| 0.002 + 0.0003 * i as f32).collect(),
+                zero_points: vec![0; c_out],
+            });
+            let b_ty = TensorType::new(DType::I32, vec![c_out]);
+            let y_ty = TensorType::new(DType::U8, vec![1, c_out, oh, ow])
+                .with_quant(Quant::per_tensor(0.04, 7));
+            let attrs = ConvAttrs {
+                kernel: vec![k, k],
+                strides: vec![s, s],
+                pads: vec![pad; 4],
+                dilations: vec![1, 1],
+                groups,
+                act: Some(Activation::Relu),
+            };
+            let want = kiln_interp::eval_op(
+                &kiln_ir::Op::QConv(attrs.clone()),
+                &[&x, &wt, &b],
+                &[&x_ty, &w_ty, &b_ty],
+                std::slice::from_ref(&y_ty),
+            )
+            .unwrap();
+            let node = QConvNode {
+                attrs: &attrs,
+                x_ty: &x_ty,
+                w: &wt,
+                w_ty: &w_ty,
+                bias: Some((&b, &b_ty)),
+                out_ty: &y_ty,
+            };
+            for allow_vnni in [true, false] {
+                let tuning = QConvTuning {
+                    allow_vnni,
+                    ..QConvTuning::default()
+                };
+                let kernel = QConvKernel::compile(&node, &JitOptions::default(), &tuning).unwrap();
+                assert_eq!(kernel.path(), QConvPath::General);
+                let got = kernel.run(&x).unwrap();
+                assert_eq!(
+                    got, want[0],
+                    "{c_in}→{c_out} g{groups} {h}×{w} k{k} s{s} p{pad} vnni {allow_vnni}"
+                );
             }
         }
     }
