@@ -23,6 +23,7 @@ mod aot_parts;
 
 use crate::clif::{at, counted_loop, mem, splat_f32, vcast};
 use crate::jit::{Jit, JitOptions, KernelCode};
+use crate::pool_rows::RowPool;
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};
 use crate::qconv::AlignedBytes;
 use crate::spatial::SP;
@@ -106,6 +107,8 @@ enum PoolBody {
     Window(WindowKernel),
     /// One window covering the whole input, straight from NCHW.
     Global(GlobalPool),
+    /// NCHW rows of 4 output pixels (`pool_rows.rs`): 1-D/2-D, horizontal stride 1 or 2.
+    Rows(RowPool),
 }
 
 impl PoolKernel {
@@ -113,6 +116,7 @@ impl PoolKernel {
         match &self.body {
             PoolBody::Window(window) => &window.code,
             PoolBody::Global(global) => &global.code,
+            PoolBody::Rows(rows) => &rows.code,
         }
     }
 
@@ -120,6 +124,7 @@ impl PoolKernel {
         match &self.body {
             PoolBody::Window(window) => &window.geo,
             PoolBody::Global(global) => &global.geo,
+            PoolBody::Rows(rows) => &rows.geo,
         }
     }
 
@@ -161,8 +166,8 @@ impl PoolKernel {
         Self::compile_with(kind, attrs, x_ty, options, true)
     }
 
-    /// [`Self::compile`] on the window kernel even for a global pool: the peer that the
-    /// global kernel is checked (bit for bit) and benchmarked against.
+    /// [`Self::compile`] on the window kernel even where the global or the row kernel
+    /// applies: the peer those are checked (bit for bit) and benchmarked against.
     pub fn compile_on_window_kernel(
         kind: PoolKind,
         attrs: &PoolAttrs,
@@ -172,7 +177,7 @@ impl PoolKernel {
         Self::compile_with(kind, attrs, x_ty, options, false)
     }
 
-    /// [`Self::compile`]; `global`: use [`GlobalPool`] where it applies.
+    /// [`Self::compile`]; `global`: use [`GlobalPool`] or [`RowPool`] where they apply.
     fn compile_with(
         kind: PoolKind,
         attrs: &PoolAttrs,
@@ -214,6 +219,12 @@ impl PoolKernel {
         let name = format!("{op}_f32_{}", shape_name(&geo.out_shape));
         let body = if global && GlobalPool::covers(&geo) {
             PoolBody::Global(GlobalPool::compile(name, geo, &reduction, options)?)
+        } else if global && RowPool::applies(&geo) {
+            // one depth (`applies`): `divisors` is one output plane's, row-major
+            let padding = kind.padding().to_bits();
+            PoolBody::Rows(RowPool::compile(
+                name, geo, &reduction, padding, &divisors, options,
+            )?)
         } else {
             PoolBody::Window(WindowKernel::compile(
                 name, geo, layout, &reduction, &divisors, options,
@@ -244,6 +255,7 @@ impl PoolKernel {
             bytes: match &self.body {
                 PoolBody::Window(window) => window.new_scratch(),
                 PoolBody::Global(_) => AlignedBytes::zeroed(0),
+                PoolBody::Rows(rows) => AlignedBytes::zeroed(rows.scratch_bytes()),
             },
         }
     }
@@ -259,6 +271,39 @@ impl PoolKernel {
                 window.run_into(x, out, &mut scratch.bytes, self.kind.padding())
             }
             PoolBody::Global(global) => global.run_into(x, out),
+            PoolBody::Rows(rows) => {
+                let geo = &rows.geo;
+                let x_len: usize = geo.x_shape.iter().product();
+                let out_len: usize = geo.out_shape.iter().product();
+                if x.len() != x_len
+                    || out.len() != out_len
+                    || scratch.bytes.as_slice().len() != rows.scratch_bytes()
+                {
+                    return Err(CodegenError::BadBuffer {
+                        kernel: self.name().to_string(),
+                        what: format!(
+                            "x {} → out {}, scratch {} bytes; expected {x_len} → {out_len}, \
+                             scratch {}",
+                            x.len(),
+                            out.len(),
+                            scratch.bytes.as_slice().len(),
+                            rows.scratch_bytes()
+                        ),
+                    });
+                }
+                let batch = geo.batch.max(1);
+                let (x_image, out_image) = (x_len / batch, out_len / batch);
+                let (x, out): (&[u8], &mut [u8]) =
+                    (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(out));
+                for n in 0..geo.batch {
+                    rows.run_image(
+                        &x[4 * n * x_image..4 * (n + 1) * x_image],
+                        &mut out[4 * n * out_image..4 * (n + 1) * out_image],
+                        &mut scratch.bytes,
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -513,6 +558,74 @@ mod tests {
                     out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 };
                 assert_eq!(run(true), run(false), "{kind:?} over {shape:?}");
+            }
+        }
+    }
+
+    /// The row path gives the window kernel's bits: the same reduction in the same tap
+    /// order per pixel, the same divisors. Rows wider and narrower than a vector, strides 1
+    /// and 2, pads (windows of padding only too), `ceil_mode`, both `count_include_pad`,
+    /// NaN and ±∞ among mixed magnitudes (max's strict `>`), 1-D and 2-D.
+    #[test]
+    fn row_pool_matches_window_kernel_bitwise() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let cases: [(Vec<usize>, usize, usize, usize, bool); 8] = [
+            (vec![1, 3, 9, 28], 3, 2, 1, false),
+            (vec![2, 5, 7, 15], 3, 2, 1, true),
+            (vec![1, 4, 6, 3], 2, 2, 0, true),
+            (vec![1, 2, 8, 17], 3, 1, 1, false),
+            (vec![1, 3, 5, 9], 2, 1, 0, false),
+            (vec![1, 2, 4, 11], 3, 2, 4, false),
+            (vec![2, 3, 23], 3, 2, 1, true),
+            (vec![1, 1, 12, 40], 5, 1, 2, false),
+        ];
+        for (shape, window, stride, pad, ceil_mode) in cases {
+            let len: usize = shape.iter().product();
+            let data: Vec<f32> = (0..len)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    match i % 97 {
+                        13 => f32::NAN,
+                        41 => f32::INFINITY,
+                        67 => f32::NEG_INFINITY,
+                        _ => {
+                            let mantissa = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                            mantissa * f32::powi(2.0, ((state >> 20) % 24) as i32 - 12)
+                        }
+                    }
+                })
+                .collect();
+            let spatial = shape.len() - 2;
+            let x_ty = TensorType::new(DType::F32, shape.clone());
+            for (kind, count_include_pad) in [
+                (PoolKind::Average, false),
+                (PoolKind::Average, true),
+                (PoolKind::Max, false),
+            ] {
+                let attrs = PoolAttrs {
+                    kernel: vec![window; spatial],
+                    strides: vec![stride; spatial],
+                    pads: vec![pad; 2 * spatial],
+                    dilations: vec![1; spatial],
+                    ceil_mode,
+                    count_include_pad,
+                    storage_order: 0,
+                };
+                let what = format!("{kind:?} {shape:?} k{window} s{stride} p{pad} {attrs:?}");
+                let options = JitOptions::default();
+                let run = |rows| {
+                    let kernel = PoolKernel::compile_with(kind, &attrs, &x_ty, &options, rows)
+                        .expect("compiles");
+                    assert_eq!(matches!(kernel.body, PoolBody::Rows(_)), rows, "{what}");
+                    let mut out = vec![0f32; kernel.output_shape().iter().product()];
+                    kernel
+                        .run_into(&data, &mut out, &mut kernel.new_scratch())
+                        .expect("buffers fit");
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(run(true), run(false), "{what}");
             }
         }
     }

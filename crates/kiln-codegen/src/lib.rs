@@ -106,8 +106,8 @@ pub mod resize;
 
 mod clif;
 mod fact;
-mod maxpool_rows;
 mod parallel;
+mod pool_rows;
 mod pool_window;
 mod spatial;
 mod tensor_io;

@@ -21,7 +21,7 @@
 mod aot_parts;
 
 use crate::jit::JitOptions;
-use crate::maxpool_rows::RowPool;
+use crate::pool_rows::RowPool;
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};
 use crate::qconv::{AlignedBytes, Int8};
 use crate::tensor_io::{bad_buffer, shape_name};
@@ -124,15 +124,6 @@ impl MaxPoolKernel {
                 reason: format!("{dtype} input (u8 or i8 only)"),
             });
         }
-        let name = format!("max_pool_{}", shape_name(&geo.out_shape));
-        if RowPool::applies(&geo) {
-            let rows = RowPool::compile(name, geo, lowest(dtype), dtype == DType::I8, options)?;
-            return Ok(MaxPoolKernel {
-                body: Body::Rows(rows),
-                dtype,
-            });
-        }
-        let layout = geo.layout(OP, 16, 1)?;
         let init = move |b: &mut cranelift_frontend::FunctionBuilder| {
             let lowest = b.ins().iconst(types::I8, lowest(dtype) as i64);
             b.ins().splat(types::I8X16, lowest)
@@ -152,6 +143,16 @@ impl MaxPoolKernel {
             combine: &combine,
             divide: false,
         };
+        let name = format!("max_pool_{}", shape_name(&geo.out_shape));
+        if RowPool::applies(&geo) {
+            let padding = u32::from(lowest(dtype));
+            let rows = RowPool::compile(name, geo, &reduction, padding, &[], options)?;
+            return Ok(MaxPoolKernel {
+                body: Body::Rows(rows),
+                dtype,
+            });
+        }
+        let layout = geo.layout(OP, 16, 1)?;
         let window = WindowKernel::compile(name, geo, layout, &reduction, &[], options)?;
         Ok(MaxPoolKernel {
             body: Body::Window(window),

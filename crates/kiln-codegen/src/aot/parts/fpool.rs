@@ -14,6 +14,7 @@ impl PoolKernel {
                 Ok(window.into_aot(target, padding))
             }
             PoolBody::Global(global) => Ok(global.into_aot()),
+            PoolBody::Rows(rows) => Ok(rows.into_aot()),
         }
     }
 }
