@@ -87,7 +87,7 @@ fn print_profile(compiled: &kiln_runtime::CompiledModel, runs: u32) {
         );
     }
     let mut nodes: Vec<_> = profile.iter().collect();
-    nodes.sort_by(|a, b| b.2.cmp(&a.2));
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.2));
     println!("  slowest calls:");
     for (node, op, t) in nodes.into_iter().take(15) {
         println!("  {:>9.3} ms  {op:<16} {node}", per_run(*t));
