@@ -6,11 +6,11 @@
 use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::MemoryPlan;
 use crate::model::{
-    between, constant_operand, exactly, fold_constant_dequantizes, is_shape_only, tensor_bytes,
-    Options,
+    between, constant_operand, exactly, fconv_node, fconv_transpose_node,
+    fold_constant_dequantizes, is_shape_only, tensor_bytes, Options,
 };
 use kiln_codegen::aot::{AotKernel, AotTarget, Location, ObjectBuilder, ObjectStats};
-use kiln_codegen::{CodegenError, FConvNode, FConvTransposeNode, PoolKind, QConvNode, QConvTuning};
+use kiln_codegen::{CodegenError, PoolKind, QConvNode, QConvTuning};
 use kiln_ir::{DType, Graph, NodeId, Op, Quant, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -243,38 +243,14 @@ fn aot_kernel(
             (kernel, vec![ins[0]])
         }
         Op::Conv(attrs) if first_is_f32 => {
-            let ins = between(node, 2, 4).map_err(unsupported)?;
-            let bias = match ins.get(2) {
-                Some(&b) => Some(constant(b, "bias")?),
-                None => None,
-            };
-            let residual = ins.get(3).copied();
-            let fconv = FConvNode {
-                attrs,
-                x_ty: ty(ins[0]),
-                w: constant(ins[1], "weights")?,
-                bias,
-                residual: residual.is_some(),
-                out_ty: ty(output),
-            };
-            let kernel = AotKernel::conv_f32(&fconv, target).map_err(codegen)?;
-            (kernel, std::iter::once(ins[0]).chain(residual).collect())
+            let (fconv, reads) = fconv_node(graph, node, attrs, output).map_err(unsupported)?;
+            (AotKernel::conv_f32(&fconv, target).map_err(codegen)?, reads)
         }
         Op::ConvTranspose(attrs) if first_is_f32 => {
-            let ins = between(node, 2, 3).map_err(unsupported)?;
-            let bias = match ins.get(2) {
-                Some(&b) => Some(constant(b, "bias")?),
-                None => None,
-            };
-            let deconv = FConvTransposeNode {
-                attrs,
-                x_ty: ty(ins[0]),
-                w: constant(ins[1], "weights")?,
-                bias,
-                out_ty: ty(output),
-            };
+            let (deconv, x) =
+                fconv_transpose_node(graph, node, attrs, output).map_err(unsupported)?;
             let kernel = AotKernel::conv_transpose_f32(&deconv, target).map_err(codegen)?;
-            (kernel, vec![ins[0]])
+            (kernel, vec![x])
         }
         Op::Resize(attrs) => {
             let [x] = exactly(node).map_err(unsupported)?;

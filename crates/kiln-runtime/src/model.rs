@@ -17,7 +17,8 @@ use kiln_codegen::{
     ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
 };
 use kiln_ir::{
-    DType, Graph, Node, NodeId, Op, Quant, ResizeMode, Tensor, TensorData, TensorType, ValueId,
+    ConvAttrs, ConvTransposeAttrs, DType, Graph, Node, NodeId, Op, Quant, ResizeMode, Tensor,
+    TensorData, TensorType, ValueId,
 };
 use kiln_onnx::ImportOptions;
 use std::borrow::Cow;
@@ -1309,49 +1310,25 @@ fn compile_node(
             (kernel, vec![x])
         }
         Op::Conv(attrs) => {
-            let ins = between(node, 2, 4).map_err(unsupported)?;
-            // weights and bias are packed into the kernel at compile time
-            let bias = match ins.get(2) {
-                Some(&b) => Some(constant(b, "bias")?),
-                None => None,
-            };
-            let residual = ins.get(3).copied();
-            let fconv = FConvNode {
-                attrs,
-                x_ty: ty(ins[0]),
-                w: constant(ins[1], "weights")?,
-                bias,
-                residual: residual.is_some(),
-                out_ty: ty(output),
-            };
+            let (fconv, reads) = fconv_node(graph, node, attrs, output).map_err(unsupported)?;
+            let residual = fconv.residual;
             let kernel = FConvKernel::compile(&fconv, &options.jit).map_err(codegen)?;
             let kernel = Kernel::FConv {
                 scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
-                residual: residual.is_some(),
+                residual,
             };
-            (kernel, std::iter::once(ins[0]).chain(residual).collect())
+            (kernel, reads)
         }
         Op::ConvTranspose(attrs) => {
-            let ins = between(node, 2, 3).map_err(unsupported)?;
-            // weights and bias are packed into the kernel at compile time
-            let bias = match ins.get(2) {
-                Some(&b) => Some(constant(b, "bias")?),
-                None => None,
-            };
-            let node = FConvTransposeNode {
-                attrs,
-                x_ty: ty(ins[0]),
-                w: constant(ins[1], "weights")?,
-                bias,
-                out_ty: ty(output),
-            };
+            let (node, x) =
+                fconv_transpose_node(graph, node, attrs, output).map_err(unsupported)?;
             let kernel = FConvTransposeKernel::compile(&node, &options.jit).map_err(codegen)?;
             let kernel = Kernel::ConvTranspose {
                 scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
             };
-            (kernel, vec![ins[0]])
+            (kernel, vec![x])
         }
         Op::Resize(attrs) => {
             let [x] = exactly(node).map_err(unsupported)?;
@@ -1529,6 +1506,54 @@ fn compile_node(
 }
 
 /// The data of an operand a kernel packs at compile time, or why there is none.
+/// An f32 Conv node's kernel description (weights and bias constants, packed at compile
+/// time) and the values it reads at run time: `x`, then the residual when it has one.
+pub(crate) fn fconv_node<'g>(
+    graph: &'g Graph,
+    node: &'g Node,
+    attrs: &'g ConvAttrs,
+    output: ValueId,
+) -> Result<(FConvNode<'g>, Vec<ValueId>), String> {
+    let ins = between(node, 2, 4)?;
+    let bias = match ins.get(2) {
+        Some(&b) => Some(constant_operand(graph, b, "bias")?),
+        None => None,
+    };
+    let residual = ins.get(3).copied();
+    let fconv = FConvNode {
+        attrs,
+        x_ty: graph.value_type(ins[0]),
+        w: constant_operand(graph, ins[1], "weights")?,
+        bias,
+        residual: residual.is_some(),
+        out_ty: graph.value_type(output),
+    };
+    Ok((fconv, std::iter::once(ins[0]).chain(residual).collect()))
+}
+
+/// An f32 ConvTranspose node's kernel description (weights and bias packed at compile
+/// time) and the one value it reads at run time, `x`.
+pub(crate) fn fconv_transpose_node<'g>(
+    graph: &'g Graph,
+    node: &'g Node,
+    attrs: &'g ConvTransposeAttrs,
+    output: ValueId,
+) -> Result<(FConvTransposeNode<'g>, ValueId), String> {
+    let ins = between(node, 2, 3)?;
+    let bias = match ins.get(2) {
+        Some(&b) => Some(constant_operand(graph, b, "bias")?),
+        None => None,
+    };
+    let deconv = FConvTransposeNode {
+        attrs,
+        x_ty: graph.value_type(ins[0]),
+        w: constant_operand(graph, ins[1], "weights")?,
+        bias,
+        out_ty: graph.value_type(output),
+    };
+    Ok((deconv, ins[0]))
+}
+
 pub(crate) fn constant_operand<'g>(
     graph: &'g Graph,
     v: ValueId,

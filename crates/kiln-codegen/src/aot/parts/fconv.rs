@@ -3,7 +3,7 @@
 
 use super::FConvKernel;
 use crate::aot::fill::build_fill_zero_padded;
-use crate::aot::parts::pointer_signature;
+use crate::aot::parts::{fill_then_compute, pointer_signature};
 use crate::aot::{AotKernel, AotTarget, CallArg, KernelCall};
 
 impl FConvKernel {
@@ -29,13 +29,10 @@ impl FConvKernel {
         let batch = plan.geo.batch.max(1);
         let x_image = 4 * plan.x_shape.iter().product::<usize>() / batch;
         let out_image = 4 * plan.out_shape.iter().product::<usize>() / batch;
-        let mut calls = Vec::with_capacity(2 * batch);
-        for n in 0..plan.geo.batch {
-            let out = CallArg::Write {
-                offset: n * out_image,
-            };
+        let residual = plan.residual;
+        let calls = fill_then_compute(plan.geo.batch, x_image, out_image, fill, |n, out| {
             // the micro-kernel reads no residual when the node has none: any valid pointer
-            let residual = if plan.residual {
+            let residual = if residual {
                 CallArg::Read {
                     operand: 1,
                     offset: n * out_image,
@@ -43,17 +40,7 @@ impl FConvKernel {
             } else {
                 out.clone()
             };
-            calls.push(KernelCall {
-                function: fill,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                ],
-            });
-            calls.push(KernelCall {
+            vec![KernelCall {
                 function: 0,
                 args: vec![
                     CallArg::Blob(0),
@@ -62,8 +49,8 @@ impl FConvKernel {
                     residual,
                     out,
                 ],
-            });
-        }
+            }]
+        });
         AotKernel {
             name: self.code.name().to_string(),
             functions,

@@ -4,7 +4,7 @@
 
 use super::FConvTransposeKernel;
 use crate::aot::fill::build_fill_zero_padded;
-use crate::aot::parts::pointer_signature;
+use crate::aot::parts::{fill_then_compute, pointer_signature};
 use crate::aot::{AotKernel, AotTarget, CallArg, KernelCall};
 
 impl FConvTransposeKernel {
@@ -36,35 +36,22 @@ impl FConvTransposeKernel {
         let batch = plan.batch.max(1);
         let x_image = 4 * plan.x_shape.iter().product::<usize>() / batch;
         let out_image = 4 * plan.out_shape.iter().product::<usize>() / batch;
-        let mut calls = Vec::new();
-        for n in 0..plan.batch {
-            calls.push(KernelCall {
-                function: fill,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                ],
-            });
-            for index in 0..self.phases.len() {
-                let out = CallArg::Write {
-                    offset: n * out_image,
-                };
-                // no residual: the out pointer stands in, as in `run_into`
-                calls.push(KernelCall {
+        let phases = self.phases.len();
+        let calls = fill_then_compute(plan.batch, x_image, out_image, fill, |_, out| {
+            // no residual: the out pointer stands in, as in `run_into`
+            (0..phases)
+                .map(|index| KernelCall {
                     function: index,
                     args: vec![
                         CallArg::Blob(2 * index),
                         CallArg::Blob(2 * index + 1),
                         CallArg::Scratch(0),
                         out.clone(),
-                        out,
+                        out.clone(),
                     ],
-                });
-            }
-        }
+                })
+                .collect()
+        });
         AotKernel {
             name: self.code.name().to_string(),
             functions,

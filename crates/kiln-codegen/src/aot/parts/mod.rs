@@ -56,3 +56,36 @@ pub(crate) fn whole_tensor_call(with_blob: bool) -> Vec<KernelCall> {
     args.push(CallArg::Write { offset: 0 });
     vec![KernelCall { function: 0, args }]
 }
+
+/// The calls of a kernel that, per batch item `n`, first fills its scratch from the item
+/// (`fill(x + n·x_image, scratch)`: a widen or padded copy) and then runs `compute(n,
+/// write)` — the calls reading that scratch, `write` the item's output (`out +
+/// n·out_image`). Image sizes in bytes.
+pub(crate) fn fill_then_compute(
+    batch: usize,
+    x_image: usize,
+    out_image: usize,
+    fill: usize,
+    compute: impl Fn(usize, CallArg) -> Vec<KernelCall>,
+) -> Vec<KernelCall> {
+    let mut calls = Vec::new();
+    for n in 0..batch {
+        calls.push(KernelCall {
+            function: fill,
+            args: vec![
+                CallArg::Read {
+                    operand: 0,
+                    offset: n * x_image,
+                },
+                CallArg::Scratch(0),
+            ],
+        });
+        calls.extend(compute(
+            n,
+            CallArg::Write {
+                offset: n * out_image,
+            },
+        ));
+    }
+    calls
+}

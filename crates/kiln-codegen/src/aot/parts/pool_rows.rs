@@ -2,6 +2,7 @@
 //! per batch item, the divisors (average pools) as a blob.
 
 use super::RowPool;
+use crate::aot::parts::fill_then_compute;
 use crate::aot::{AotKernel, CallArg, KernelCall};
 
 impl RowPool {
@@ -13,34 +14,18 @@ impl RowPool {
         let x_image = eb * geo.x_shape.iter().product::<usize>() / batch;
         let out_image = eb * geo.out_shape.iter().product::<usize>() / batch;
         let with_divisors = !self.divisors.as_slice().is_empty();
-        let mut calls = Vec::with_capacity(2 * batch);
-        for n in 0..geo.batch {
-            calls.push(KernelCall {
-                function: 0,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                ],
-            });
-            calls.push(KernelCall {
+        let calls = fill_then_compute(geo.batch, x_image, out_image, 0, |_, out| {
+            // never read without divisors: any valid address
+            let divisors = if with_divisors {
+                CallArg::Blob(0)
+            } else {
+                CallArg::Scratch(0)
+            };
+            vec![KernelCall {
                 function: 1,
-                args: vec![
-                    CallArg::Scratch(0),
-                    CallArg::Write {
-                        offset: n * out_image,
-                    },
-                    // never read without divisors: any valid address
-                    if with_divisors {
-                        CallArg::Blob(0)
-                    } else {
-                        CallArg::Scratch(0)
-                    },
-                ],
-            });
-        }
+                args: vec![CallArg::Scratch(0), out, divisors],
+            }]
+        });
         let blobs = if with_divisors {
             vec![self.divisors.as_slice().to_vec()]
         } else {

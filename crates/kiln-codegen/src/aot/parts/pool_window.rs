@@ -3,7 +3,7 @@
 
 use super::WindowKernel;
 use crate::aot::fill::build_fill_channel_last;
-use crate::aot::parts::pointer_signature;
+use crate::aot::parts::{fill_then_compute, pointer_signature};
 use crate::aot::{AotKernel, AotTarget, CallArg, KernelCall};
 
 impl WindowKernel {
@@ -25,29 +25,12 @@ impl WindowKernel {
         let batch = self.geo.batch.max(1);
         let x_image = self.geo.x_shape.iter().product::<usize>() / batch * self.elem_bytes;
         let out_image = self.geo.out_shape.iter().product::<usize>() / batch * self.elem_bytes;
-        let mut calls = Vec::new();
-        for n in 0..self.geo.batch {
-            calls.push(KernelCall {
-                function: 1,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                ],
-            });
-            calls.push(KernelCall {
+        let calls = fill_then_compute(self.geo.batch, x_image, out_image, 1, |_, out| {
+            vec![KernelCall {
                 function: 0,
-                args: vec![
-                    CallArg::Blob(0),
-                    CallArg::Scratch(0),
-                    CallArg::Write {
-                        offset: n * out_image,
-                    },
-                ],
-            });
-        }
+                args: vec![CallArg::Blob(0), CallArg::Scratch(0), out],
+            }]
+        });
         AotKernel {
             name: self.code.name().to_string(),
             scratch_bytes: self.scratch_bytes(),

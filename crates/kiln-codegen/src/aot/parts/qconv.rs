@@ -3,6 +3,7 @@
 //! packed weights, called per batch item as `run_into` does on one thread.
 
 use super::QConvKernel;
+use crate::aot::parts::fill_then_compute;
 use crate::aot::{AotKernel, CallArg, KernelCall};
 
 impl QConvKernel {
@@ -16,31 +17,18 @@ impl QConvKernel {
         // recorded in build order: the widening step, then the compute function
         let functions = self.code.take_recorded();
         debug_assert!(functions.len() == 2 && functions[0].0.ends_with("_widen"));
-        let mut calls = Vec::with_capacity(2 * batch);
-        for n in 0..self.plan.batch {
-            calls.push(KernelCall {
-                function: 0,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                ],
-            });
-            calls.push(KernelCall {
+        let calls = fill_then_compute(self.plan.batch, x_image, out_image, 0, |_, out| {
+            vec![KernelCall {
                 function: 1,
                 args: vec![
                     CallArg::Blob(0),
                     CallArg::Scratch(0),
-                    CallArg::Write {
-                        offset: n * out_image,
-                    },
+                    out,
                     CallArg::Int(0),
                     CallArg::Int(tiles),
                 ],
-            });
-        }
+            }]
+        });
         AotKernel {
             name: self.code.name().to_string(),
             functions,
