@@ -24,14 +24,12 @@
 //! evaluations), then 4 at a time, then its last `n % 4` one at a time through the same
 //! vector code (splat in, lane 0 out), so every element takes the same instructions.
 
-use crate::clif::{
-    at, counted_loop, fmax_to_bound, fmin_to_bound, mem, mem_aligned, scaled, splat_f32, splat_i32,
-    vcast,
-};
+use crate::clif::{at, counted_loop, mem, mem_aligned, scaled, splat_f32, splat_i32, vcast};
 use crate::fact::activate;
 use crate::felem::{broadcast_rows_n, Read};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::AlignedBytes;
+use crate::quantize::quantize_lanes;
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
@@ -405,21 +403,12 @@ impl Program<'_> {
                 ChainOp::Quantize => {
                     let (scale, zero_point, (q_min, q_max)) =
                         per_tensor(&node.out_ty).expect("checked when compiling");
-                    // `quantize.rs`'s quantize, with its table's values as constants
+                    // `QuantizeKernel`'s formula, its table's values as constants
                     let s = splat_f32(b, scale);
                     let lo = splat_f32(b, (q_min as i64 - zero_point as i64) as f32);
                     let hi = splat_f32(b, (q_max as i64 - zero_point as i64) as f32);
                     let zp = splat_i32(b, zero_point);
-                    let f = b.ins().fdiv(args[0], s);
-                    let f = fmax_to_bound(b, f, lo);
-                    let f = fmin_to_bound(b, f, hi);
-                    let f = b.ins().nearest(f);
-                    let i = if self.exact_cvtt {
-                        b.ins().x86_cvtt2dq(types::I32X4, f)
-                    } else {
-                        b.ins().fcvt_to_sint_sat(types::I32X4, f)
-                    };
-                    b.ins().iadd(i, zp)
+                    quantize_lanes(b, args[0], [s, lo, hi, zp], self.exact_cvtt)
                 }
             };
             values.push(v);

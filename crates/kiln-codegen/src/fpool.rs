@@ -271,39 +271,11 @@ impl PoolKernel {
                 window.run_into(x, out, &mut scratch.bytes, self.kind.padding())
             }
             PoolBody::Global(global) => global.run_into(x, out),
-            PoolBody::Rows(rows) => {
-                let geo = &rows.geo;
-                let x_len: usize = geo.x_shape.iter().product();
-                let out_len: usize = geo.out_shape.iter().product();
-                if x.len() != x_len
-                    || out.len() != out_len
-                    || scratch.bytes.as_slice().len() != rows.scratch_bytes()
-                {
-                    return Err(CodegenError::BadBuffer {
-                        kernel: self.name().to_string(),
-                        what: format!(
-                            "x {} → out {}, scratch {} bytes; expected {x_len} → {out_len}, \
-                             scratch {}",
-                            x.len(),
-                            out.len(),
-                            scratch.bytes.as_slice().len(),
-                            rows.scratch_bytes()
-                        ),
-                    });
-                }
-                let batch = geo.batch.max(1);
-                let (x_image, out_image) = (x_len / batch, out_len / batch);
-                let (x, out): (&[u8], &mut [u8]) =
-                    (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(out));
-                for n in 0..geo.batch {
-                    rows.run_image(
-                        &x[4 * n * x_image..4 * (n + 1) * x_image],
-                        &mut out[4 * n * out_image..4 * (n + 1) * out_image],
-                        &mut scratch.bytes,
-                    );
-                }
-                Ok(())
-            }
+            PoolBody::Rows(rows) => rows.run_into(
+                bytemuck::cast_slice(x),
+                bytemuck::cast_slice_mut(out),
+                &mut scratch.bytes,
+            ),
         }
     }
 

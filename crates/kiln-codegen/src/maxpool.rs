@@ -202,37 +202,7 @@ impl MaxPoolKernel {
         let (x, out): (&[u8], &mut [u8]) = (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(out));
         match &self.body {
             Body::Window(w) => w.run_into::<u8>(x, out, &mut scratch.bytes, lowest(self.dtype)),
-            Body::Rows(r) => {
-                let geo = &r.geo;
-                let x_len: usize = geo.x_shape.iter().product();
-                let out_len: usize = geo.out_shape.iter().product();
-                if x.len() != x_len
-                    || out.len() != out_len
-                    || scratch.bytes.as_slice().len() != r.scratch_bytes()
-                {
-                    return Err(bad_buffer(
-                        self.name(),
-                        format!(
-                            "x {} → out {}, scratch {} bytes; expected {x_len} → {out_len}, \
-                             scratch {}",
-                            x.len(),
-                            out.len(),
-                            scratch.bytes.as_slice().len(),
-                            r.scratch_bytes()
-                        ),
-                    ));
-                }
-                let batch = geo.batch.max(1);
-                let (x_image, out_image) = (x_len / batch, out_len / batch);
-                for n in 0..geo.batch {
-                    r.run_image(
-                        &x[n * x_image..(n + 1) * x_image],
-                        &mut out[n * out_image..(n + 1) * out_image],
-                        &mut scratch.bytes,
-                    );
-                }
-                Ok(())
-            }
+            Body::Rows(r) => r.run_into(x, out, &mut scratch.bytes),
         }
     }
 

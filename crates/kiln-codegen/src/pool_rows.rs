@@ -29,6 +29,7 @@ use crate::clif::{counted_loop, mem, vcast};
 use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::pool_window::{PoolGeometry, Reduction};
 use crate::qconv::AlignedBytes;
+use crate::tensor_io::bad_buffer;
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, ConstantData, Function, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -129,16 +130,55 @@ impl RowPool {
         })
     }
 
-    /// Pool one batch item: `x` is one image (`C·H·W` elements as bytes), `out` one
+    /// Pool `x` (the input shape, elements as bytes) into `out` (the output shape), batch
+    /// item by batch item; wrong buffer sizes are an error naming the kernel.
+    pub(crate) fn run_into(
+        &self,
+        x: &[u8],
+        out: &mut [u8],
+        scratch: &mut AlignedBytes,
+    ) -> Result<(), CodegenError> {
+        let geo = &self.geo;
+        let eb = self.elem_bytes;
+        let x_len = eb * geo.x_shape.iter().product::<usize>();
+        let out_len = eb * geo.out_shape.iter().product::<usize>();
+        if x.len() != x_len
+            || out.len() != out_len
+            || scratch.as_slice().len() != self.scratch_bytes()
+        {
+            return Err(bad_buffer(
+                self.code.name(),
+                format!(
+                    "x {} → out {} bytes, scratch {}; expected {x_len} → {out_len}, scratch {}",
+                    x.len(),
+                    out.len(),
+                    scratch.as_slice().len(),
+                    self.scratch_bytes()
+                ),
+            ));
+        }
+        let batch = geo.batch.max(1);
+        let (x_image, out_image) = (x_len / batch, out_len / batch);
+        for n in 0..geo.batch {
+            self.run_image(
+                &x[n * x_image..(n + 1) * x_image],
+                &mut out[n * out_image..(n + 1) * out_image],
+                scratch,
+            );
+        }
+        Ok(())
+    }
+
+    /// One batch item: `x` is one image (`C·H·W` elements as bytes), `out` one
     /// output image.
-    pub(crate) fn run_image(&self, x: &[u8], out: &mut [u8], scratch: &mut AlignedBytes) {
+    fn run_image(&self, x: &[u8], out: &mut [u8], scratch: &mut AlignedBytes) {
         let geo = &self.geo;
         let eb = self.elem_bytes;
         assert!(
             x.len() == eb * geo.channels * geo.input[1] * geo.input[2]
                 && out.len() == eb * geo.channels * geo.output[1] * geo.output[2]
                 && scratch.as_slice().len() == self.scratch_bytes(),
-            "buffers checked by the pool's run_into"
+            "buffers checked by run_into"
         );
         // the divisors' address, or any valid one when there are none (never read)
         let divisors = if self.divisors.as_slice().is_empty() {

@@ -30,6 +30,30 @@ use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::{DType, Quant, Tensor, TensorData, TensorType};
 
+/// Quantize four f32 lanes to i32 lanes holding the quantized values: `v / scale`, clamped
+/// to `[lo, hi]` (the dtype's range minus the zero point: clamping before rounding keeps
+/// the result in range), rounded half to even, converted, plus `zp` — every operand an
+/// F32X4 / I32X4 splat `[scale, lo, hi, zp]`. `exact_cvtt` uses x86's `cvttps2dq`, exact
+/// on the already-rounded, in-range values. [`QuantizeKernel`] and the fused element-wise
+/// chains (`felem_chain.rs`) both run exactly this, so their results agree bit for bit.
+pub(crate) fn quantize_lanes(
+    b: &mut FunctionBuilder,
+    v: Value,
+    [scale, lo, hi, zp]: [Value; 4],
+    exact_cvtt: bool,
+) -> Value {
+    let f = b.ins().fdiv(v, scale);
+    let f = fmax_to_bound(b, f, lo);
+    let f = fmin_to_bound(b, f, hi);
+    let f = b.ins().nearest(f);
+    let i = if exact_cvtt {
+        b.ins().x86_cvtt2dq(types::I32X4, f)
+    } else {
+        b.ins().fcvt_to_sint_sat(types::I32X4, f)
+    };
+    b.ins().iadd(i, zp)
+}
+
 /// `(x, params, out)`.
 type ElementwiseFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8);
 
@@ -277,16 +301,7 @@ impl QuantizeKernel {
                 let s = b.ins().load(types::F32, mem(), xi, 0);
                 b.ins().splat(types::F32X4, s)
             };
-            let f = b.ins().fdiv(v, p[0]);
-            let f = fmax_to_bound(b, f, p[1]);
-            let f = fmin_to_bound(b, f, p[2]);
-            let f = b.ins().nearest(f);
-            let i = if exact_cvtt {
-                b.ins().x86_cvtt2dq(types::I32X4, f)
-            } else {
-                b.ins().fcvt_to_sint_sat(types::I32X4, f)
-            };
-            let i = b.ins().iadd(i, p[3]);
+            let i = quantize_lanes(b, v, [p[0], p[1], p[2], p[3]], exact_cvtt);
             let halves = b.ins().snarrow(i, i);
             let bytes = if signed {
                 b.ins().snarrow(halves, halves)
