@@ -17,17 +17,21 @@
 //! I32X4 register.
 //!
 //! The loop is `felem`'s row program generalized to any number of operands of any element
-//! size: the output is collapsed into `rows × n` ([`broadcast_rows_n`]), a table gives per
+//! size: the output is collapsed into `rows × n` ([`broadcast_rows_n`]; a few long rows are
+//! cut into sub-rows, [`split_rows`], so that threads can split the rows), a table gives per
 //! row each operand's byte offset (the operand pointers come in an array), and each row
 //! runs 16 elements per step (int8 operands loaded as one 16-byte vector and widened to four
 //! I32X4, an int8 output narrowed back into one 16-byte store; four independent
 //! evaluations), then 4 at a time, then its last `n % 4` one at a time through the same
 //! vector code (splat in, lane 0 out), so every element takes the same instructions.
 
-use crate::clif::{at, counted_loop, mem, mem_aligned, scaled, splat_f32, splat_i32, vcast};
+use crate::clif::{
+    at, counted_loop, mem, mem_aligned, range_loop, scaled, splat_f32, splat_i32, vcast,
+};
 use crate::fact::activate;
 use crate::felem::{broadcast_rows_n, Read};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
+use crate::parallel::for_each_part;
 use crate::qconv::AlignedBytes;
 use crate::quantize::quantize_lanes;
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
@@ -77,8 +81,48 @@ pub struct ChainNode {
     pub out_ty: TensorType,
 }
 
-/// `(table, operand pointer array, out)`.
-type ChainFn = unsafe extern "C" fn(*const u8, *const *const u8, *mut u8);
+/// `(table, operand pointer array, out, first row, end row)`.
+type ChainFn = unsafe extern "C" fn(*const u8, *const *const u8, *mut u8, usize, usize);
+
+/// Rows fewer than this are cut into sub-rows (when their length allows) so that threads
+/// can split the kernel ([`split_rows`]).
+const MIN_ROWS: usize = 16;
+/// The shortest sub-row [`split_rows`] makes.
+const MIN_SUB_ROW: usize = 512;
+
+/// Cut each of `rows` rows of `n` elements into `k` sub-rows of `n / k` (the smallest `k`
+/// giving at least [`MIN_ROWS`] rows, `n / k` a multiple of the 16-element step and at
+/// least [`MIN_SUB_ROW`]; none when no such `k` exists): an operand read as a run moves
+/// `n / k` elements per sub-row, a broadcast one keeps its row's element. Every element
+/// keeps the instructions it is computed with (a sub-row's steps are the row's), so the
+/// results do not change.
+fn split_rows(n: usize, reads: &[Read], offsets: Vec<Vec<usize>>) -> (usize, Vec<Vec<usize>>) {
+    let rows = offsets.len();
+    if rows >= MIN_ROWS || rows == 0 {
+        return (n, offsets);
+    }
+    let Some(k) = (MIN_ROWS.div_ceil(rows)..=n / MIN_SUB_ROW)
+        .find(|&k| n % k == 0 && (n / k) % STEP == 0 && n / k >= MIN_SUB_ROW)
+    else {
+        return (n, offsets);
+    };
+    let m = n / k;
+    let split = offsets
+        .iter()
+        .flat_map(|row| {
+            (0..k).map(move |j| {
+                row.iter()
+                    .zip(reads)
+                    .map(|(&o, read)| match read {
+                        Read::Run => o + j * m,
+                        Read::Broadcast => o,
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    (m, split)
+}
 
 /// Whether values of `dtype` are held as integers (u8/i8, each lane of an I32X4) rather
 /// than as f32 (an F32X4).
@@ -146,6 +190,10 @@ pub struct ElementwiseChainKernel {
     out_bytes: usize,
     /// Per row, per operand, a byte offset (u32).
     table: AlignedBytes,
+    /// Rows of the table (the parts threads split).
+    rows: usize,
+    /// Output elements.
+    elements: usize,
     function: ChainFn,
     /// Declared last: `function` points into it.
     code: KernelCode,
@@ -205,6 +253,7 @@ impl ElementwiseChainKernel {
         }
         let shapes: Vec<&[usize]> = operands.iter().map(|t| t.shape.as_slice()).collect();
         let (n, reads, offsets) = broadcast_rows_n(&shapes, &out_ty.shape).map_err(invalid)?;
+        let (n, offsets) = split_rows(n, &reads, offsets);
         let element_bytes: Vec<usize> = operands.iter().map(|t| t.dtype.size_bytes()).collect();
         let too_large = operands
             .iter()
@@ -242,14 +291,17 @@ impl ElementwiseChainKernel {
             nodes,
             exact_cvtt,
         };
-        let func = build_chain(&jit, &program, offsets.len(), n);
-        // SAFETY: `build_chain` builds three pointer parameters and no results — `ChainFn`;
-        // the kernel owns `jit`, so the code outlives every call.
+        let func = build_chain(&jit, &program, n);
+        // SAFETY: `build_chain` builds five pointer-sized parameters and no results —
+        // `ChainFn` (the last two are integers of pointer size); the kernel owns `jit`, so
+        // the code outlives every call.
         let function: ChainFn = unsafe { jit.compile_as(&name, func)? };
         Ok(ElementwiseChainKernel {
             operand_bytes: operands.iter().map(TensorType::byte_size).collect(),
             out_bytes: out_ty.byte_size(),
             out_ty,
+            rows: offsets.len(),
+            elements: n * offsets.len(),
             table,
             function,
             code: KernelCode::new(jit, name),
@@ -261,8 +313,25 @@ impl ElementwiseChainKernel {
         &self.out_ty
     }
 
+    /// Output elements of one run (for sizing the thread split).
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
     /// Run on the operands' bytes (native-endian elements of their dtypes) into `out`'s.
     pub fn run_into(&self, operands: &[&[u8]], out: &mut [u8]) -> Result<(), CodegenError> {
+        self.run_into_threads(operands, out, 1)
+    }
+
+    /// [`ElementwiseChainKernel::run_into`] on up to `threads` threads (the calling one
+    /// included), claiming rows one at a time: each element is computed by the same
+    /// instructions whatever the split, so the bytes are the same for every count.
+    pub fn run_into_threads(
+        &self,
+        operands: &[&[u8]],
+        out: &mut [u8],
+        threads: usize,
+    ) -> Result<(), CodegenError> {
         let lens: Vec<usize> = operands.iter().map(|o| o.len()).collect();
         if lens != self.operand_bytes || out.len() != self.out_bytes {
             return Err(bad_buffer(
@@ -276,18 +345,33 @@ impl ElementwiseChainKernel {
             ));
         }
         let pointers: Vec<*const u8> = operands.iter().map(|o| o.as_ptr()).collect();
-        // SAFETY: valid while `self.code` lives. The table holds, per row and operand, a byte
-        // offset built so that every read (a run of `n` elements or one) lies inside that
-        // operand, whose byte length is checked above to be the compiled one; the function
-        // reads one pointer per operand from `pointers` and writes the `out_bytes` bytes of
-        // `out` (checked). Loads and stores are unaligned-safe.
-        unsafe {
-            (self.function)(
-                self.table.as_slice().as_ptr(),
-                pointers.as_ptr(),
-                out.as_mut_ptr(),
-            )
+        // addresses, not pointers, cross to the threads (pointers are not Send)
+        let (table_at, pointers_at) = (
+            self.table.as_slice().as_ptr() as usize,
+            pointers.as_ptr() as usize,
+        );
+        let out_at = out.as_mut_ptr() as usize;
+        let run_rows = |first: usize, end: usize| {
+            // SAFETY: valid while `self.code` lives (`self` is borrowed for the whole call).
+            // The table holds, per row and operand, a byte offset built so that every read
+            // (a run of `n` elements or one) lies inside that operand, whose byte length is
+            // checked above to be the compiled one; the function reads one pointer per
+            // operand from `pointers` (alive until the threads finish) and writes the
+            // output elements of rows `first..end` (`end <= rows`) of the `out_bytes`
+            // bytes at `out_at` (checked): `for_each_part` hands every row out once, so no
+            // byte is written by two threads, and `out` stays exclusively borrowed until
+            // they finish. Loads and stores are unaligned-safe.
+            unsafe {
+                (self.function)(
+                    table_at as *const u8,
+                    pointers_at as *const *const u8,
+                    out_at as *mut u8,
+                    first,
+                    end,
+                )
+            }
         };
+        for_each_part(self.rows, threads, run_rows);
         Ok(())
     }
 
@@ -417,8 +501,8 @@ impl Program<'_> {
     }
 }
 
-fn build_chain(jit: &Jit, program: &Program, rows: usize, n: usize) -> Function {
-    jit.define_kernel(3, |b, p| emit_chain(b, program, rows, n, p))
+fn build_chain(jit: &Jit, program: &Program, n: usize) -> Function {
+    jit.define_kernel(5, |b, p| emit_chain(b, program, n, p))
 }
 
 /// Elements per step of the main loop: four vectors, so that the int8 operands and
@@ -536,8 +620,9 @@ fn store_run(
 }
 
 /// The body of [`build_chain`] over its parameters `(table, operand pointers, out)`.
-fn emit_chain(b: &mut FunctionBuilder, program: &Program, rows: usize, n: usize, params: &[Value]) {
+fn emit_chain(b: &mut FunctionBuilder, program: &Program, n: usize, params: &[Value]) {
     let (table, pointers, out) = (params[0], params[1], params[2]);
+    let (first, end) = (params[3], params[4]);
     let count = program.reads.len();
     let out_dtype = program
         .nodes
@@ -556,7 +641,7 @@ fn emit_chain(b: &mut FunctionBuilder, program: &Program, rows: usize, n: usize,
             )
         })
         .collect();
-    counted_loop(b, rows, |b, row| {
+    range_loop(b, first, end, |b, row| {
         let entry = scaled(b, table, row, 4 * count);
         // per operand: its row pointer, or the row's broadcast vector
         let mut bases = Vec::with_capacity(count);
@@ -718,7 +803,65 @@ mod tests {
                 "{} (seed {seed}): {got:?} vs {want:?}",
                 kernel.name()
             );
+            // the rows split over threads: the same bytes
+            let bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.to_le_bytes()).collect();
+            let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            for threads in [2, 3] {
+                let mut out = vec![0u8; kernel.out_ty().byte_size()];
+                kernel
+                    .run_into_threads(&views, &mut out, threads)
+                    .expect("buffers of the compiled types");
+                assert_eq!(out, got.to_le_bytes(), "{threads} threads (seed {seed})");
+            }
         }
+    }
+
+    /// Long rows are cut into sub-rows for the threads (a plain residual add: one row of
+    /// 8192 → 16 of 512; a per-channel scale: 3 rows of 4096 → 24 of 512); the results stay
+    /// those of the nodes one by one, on 1, 2 and 3 threads.
+    #[test]
+    fn split_rows_are_exact() {
+        let shape = [1, 2, 64, 64];
+        let a = quantized(DType::U8, &shape, 0.05, 7);
+        let r = quantized(DType::I8, &shape, 0.04, -3);
+        let nodes = [
+            node(ChainOp::Dequantize, &[Operand(0)], f32_ty(&shape)),
+            node(ChainOp::Dequantize, &[Operand(1)], f32_ty(&shape)),
+            node(
+                ChainOp::Binary(BinaryOp::Add),
+                &[Node(0), Node(1)],
+                f32_ty(&shape),
+            ),
+            node(
+                ChainOp::Activation(Activation::Relu),
+                &[Node(2)],
+                f32_ty(&shape),
+            ),
+            node(
+                ChainOp::Quantize,
+                &[Node(3)],
+                quantized(DType::U8, &shape, 0.06, 0),
+            ),
+        ];
+        let kernel = ElementwiseChainKernel::compile(
+            &[a.clone(), r.clone()],
+            &nodes,
+            &JitOptions::default(),
+        )
+        .expect("a valid chain");
+        assert_eq!(kernel.rows, 16);
+        check(&[a, r], &nodes, 0..2);
+        let shape = [1, 3, 64, 64];
+        let operands = [f32_ty(&shape), f32_ty(&[1, 3, 1, 1])];
+        let nodes = [node(
+            ChainOp::Binary(BinaryOp::Mul),
+            &[Operand(0), Operand(1)],
+            f32_ty(&shape),
+        )];
+        let kernel = ElementwiseChainKernel::compile(&operands, &nodes, &JitOptions::default())
+            .expect("a valid chain");
+        assert_eq!(kernel.rows, 24);
+        check(&operands, &nodes, 0..2);
     }
 
     fn node(op: ChainOp, args: &[ChainArg], out_ty: TensorType) -> ChainNode {

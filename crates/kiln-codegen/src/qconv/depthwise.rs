@@ -208,8 +208,9 @@ impl DwLayout {
     }
 }
 
-/// `extern "C" fn(x, scratch)` for one batch item: fill the scratch with every channel's
-/// padded input (see the module doc): per channel, the padding planes and rows as one run
+/// `extern "C" fn(x, scratch, first, end)` for one batch item: fill the scratch with the
+/// padded input of channels `first..end` (see the module doc; disjoint ranges write
+/// disjoint bytes, so threads can split them): per channel, the padding planes and rows as one run
 /// of padding elements each, and per input row the left padding, the row's elements
 /// (bytes flipped by the activation offset, or widened to i16) and the right padding, in
 /// 16-byte vectors and exact-size pieces (nothing past the input is read). The slack past
@@ -221,7 +222,7 @@ pub(crate) fn build_widen_function(
     target: TargetFrontendConfig,
 ) -> Function {
     define_function(signature, target, |b, p| {
-        let (x, scratch) = (p[0], p[1]);
+        let (x, scratch, first, end) = (p[0], p[1], p[2], p[3]);
         let [_, h_p, w_p] = layout.padded;
         let [d_n, h_n, w_n] = plan.input;
         let e = layout.element_bytes;
@@ -238,7 +239,7 @@ pub(crate) fn build_widen_function(
         let [pad_d, pad_h, pad_w] = plan.pad_begin;
         let bottom_rows = h_p - pad_h - h_n;
         let back_planes = layout.padded[0] - pad_d - d_n;
-        counted_loop(b, plan.c_in, |b, c| {
+        range_loop(b, first, end, |b, c| {
             let src_c = scaled(b, x, c, plan.in_pixels());
             let dst_c = scaled(b, scratch, c, layout.channel_bytes);
             fill(b, pad, dst_c, 0, pad_d * plane);

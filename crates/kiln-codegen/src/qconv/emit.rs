@@ -23,8 +23,11 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::DType;
 
-/// `extern "C" fn(x, scratch)` for one batch item: fill the scratch with the
-/// padding value and widen the input into it.
+/// `extern "C" fn(x, scratch, first, end)` for one batch item: widen the input rows
+/// `first..end` (numbered across depth planes, `d · H + h`) into the scratch and fill the
+/// padding that follows each of them (row 0 also the padding before it). Disjoint row
+/// ranges write disjoint scratch bytes, so threads can split the rows; the whole range
+/// `0..D·H` fills every slot the compute function reads.
 pub(crate) fn build_widen_function(
     plan: &QConvPlan,
     layout: &Layout,
@@ -32,14 +35,34 @@ pub(crate) fn build_widen_function(
     target: TargetFrontendConfig,
 ) -> Function {
     define_function(signature, target, |b, p| {
-        let (x, scratch) = (p[0], p[1]);
+        let (x, scratch, first, end) = (p[0], p[1], p[2], p[3]);
+        let [_, h_n, w_n] = plan.input;
+        let [pb_d, pb_h, pb_w] = plan.pad_begin;
+        let plane_stride = layout.scratch_pixel(1, 0, 0);
+        let row_stride = layout.scratch_pixel(0, 1, 0);
+        let origin = layout.scratch_pixel(pb_d, pb_h, pb_w);
         // without padding the widening below writes every slot the kernel reads (a group's
         // last, partial k-step included: its missing channels get the padding value)
         let padded = plan.pad_begin.iter().chain(&plan.pad_end).any(|&p| p > 0);
-        if padded {
-            fill_padding(b, plan, layout, scratch);
-        }
-        widen_input(b, plan, layout, x, scratch);
+        let pattern = padded.then(|| padding_pattern(b, plan, layout));
+        range_loop(b, first, end, |b, r| {
+            // the row's first pixel in the scratch: (pb_d + d, pb_h + h, pb_w)
+            let row_base = if plan.input[0] == 1 {
+                scaled(b, scratch, r, row_stride)
+            } else {
+                let d = b.ins().udiv_imm_u(r, h_n as i64);
+                let d_rows = b.ins().imul_imm_u(d, h_n as i64);
+                let h = b.ins().isub(r, d_rows);
+                let plane_base = scaled(b, scratch, d, plane_stride);
+                scaled(b, plane_base, h, row_stride)
+            };
+            let row_base = b.ins().iadd_imm_u(row_base, origin as i64);
+            let src_row = scaled(b, x, r, w_n);
+            widen_row(b, plan, layout, src_row, row_base);
+            if let Some(pattern) = pattern {
+                fill_row_padding(b, plan, layout, pattern, scratch, r, row_base);
+            }
+        });
     })
 }
 
@@ -130,14 +153,10 @@ pub(crate) fn ro() -> MemFlagsData {
     flags
 }
 
-/// Every scratch word outside the input's pixels ← the padding: the i16 pair `(zp_x, zp_x)`
+/// The padding value as a vector of scratch words: the i16 pair `(zp_x, zp_x)`
 /// (`pmaddwd`) or four bytes `zp_x + offset` (byte dot products): padding reads the input
-/// zero point. The input's pixels are left alone: the widening writes each of them whole
-/// (every group and k-step, a partial last step's missing channels included), so only
-/// the gaps between the input's rows in the scratch are filled — before the first row,
-/// after each row up to the next one (right then left padding, or the bottom padding and
-/// the next plane's top), and after the last row.
-fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scratch: Value) {
+/// zero point.
+fn padding_pattern(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout) -> Value {
     let word = match layout.inner {
         InnerProduct::Pmaddwd => {
             let zp16 = plan.x_zero_point as i16 as u16 as u32;
@@ -149,100 +168,138 @@ fn fill_padding(b: &mut FunctionBuilder, plan: &QConvPlan, layout: &Layout, scra
             byte * 0x0101_0101
         }
     };
-    let pattern = splat_i32(b, word as i32);
-    // `bytes` (a multiple of 16) from `base + offset`: whole 64-byte blocks in a loop, the
-    // rest straight-line
-    let fill = |b: &mut FunctionBuilder, base: Value, offset: usize, bytes: usize| {
-        let start = b.ins().iadd_imm_u(base, offset as i64);
-        counted_loop(b, bytes / 64, |b, i| {
-            let block = scaled(b, start, i, 64);
-            for k in 0..4i32 {
-                b.ins().store(mem_aligned(), pattern, block, 16 * k);
-            }
-        });
-        for k in 0..(bytes % 64) / STEP_BYTES {
-            let off = ((bytes / 64) * 64 + k * STEP_BYTES) as i32;
-            b.ins().store(mem_aligned(), pattern, start, off);
+    splat_i32(b, word as i32)
+}
+
+/// Store the padding `pattern` over `bytes` (a multiple of 16) from `base + offset`:
+/// whole 64-byte blocks in a loop, the rest straight-line.
+fn fill_bytes(b: &mut FunctionBuilder, pattern: Value, base: Value, offset: usize, bytes: usize) {
+    let start = b.ins().iadd_imm_u(base, offset as i64);
+    counted_loop(b, bytes / 64, |b, i| {
+        let block = scaled(b, start, i, 64);
+        for k in 0..4i32 {
+            b.ins().store(mem_aligned(), pattern, block, 16 * k);
         }
-    };
+    });
+    for k in 0..(bytes % 64) / STEP_BYTES {
+        let off = ((bytes / 64) * 64 + k * STEP_BYTES) as i32;
+        b.ins().store(mem_aligned(), pattern, start, off);
+    }
+}
+
+/// The scratch words around input row `r` (an i64 value; `row_base` its first pixel in
+/// the scratch) that no input pixel fills, as row `r`'s share of the padding: the gap from
+/// the row's end to the next row's start (right then left padding; after a plane's last
+/// row also the bottom padding and the next plane's top; after the last row everything to
+/// the end of the pixels), and for row 0 everything before it. The input's pixels are left
+/// alone: the widening writes each of them whole (every group and k-step, a partial last
+/// step's missing channels included).
+fn fill_row_padding(
+    b: &mut FunctionBuilder,
+    plan: &QConvPlan,
+    layout: &Layout,
+    pattern: Value,
+    scratch: Value,
+    r: Value,
+    row_base: Value,
+) {
     let [d_n, h_n, w_n] = plan.input;
     let [pb_d, pb_h, pb_w] = plan.pad_begin;
     let span_start = |d: usize, h: usize| layout.scratch_pixel(pb_d + d, pb_h + h, pb_w);
     let span_end = |d: usize, h: usize| layout.scratch_pixel(pb_d + d, pb_h + h, pb_w + w_n);
     let pixels_end = layout.padded.iter().product::<usize>() * layout.pixel_stride;
-    fill(b, scratch, 0, span_start(0, 0));
+    let rows = d_n * h_n;
+    let row_bytes = w_n * layout.pixel_stride;
     // within a plane: right padding of row h, left padding of row h + 1
     let row_gap = span_start(0, 1) - span_end(0, 0);
     // the last row of a plane to the first of the next
     let plane_gap = span_start(1, 0) - span_end(0, h_n - 1);
-    let plane = layout.scratch_pixel(1, 0, 0);
-    let row = layout.scratch_pixel(0, 1, 0);
-    let rows = |b: &mut FunctionBuilder, plane_base: Value| {
-        if row_gap > 0 {
-            counted_loop(b, h_n - 1, |b, h| {
-                let row_base = scaled(b, plane_base, h, row);
-                fill(b, row_base, span_end(0, 0), row_gap);
-            });
-        }
+    let tail = pixels_end - span_end(d_n - 1, h_n - 1);
+    let if_then = |b: &mut FunctionBuilder,
+                   cond: Value,
+                   then: &mut dyn FnMut(&mut FunctionBuilder),
+                   otherwise: &mut dyn FnMut(&mut FunctionBuilder)| {
+        let (yes, no, merge) = (b.create_block(), b.create_block(), b.create_block());
+        b.ins().brif(cond, yes, &[], no, &[]);
+        b.switch_to_block(yes);
+        then(b);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(no);
+        otherwise(b);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(merge);
     };
-    counted_loop(b, d_n - 1, |b, d| {
-        let plane_base = scaled(b, scratch, d, plane);
-        rows(b, plane_base);
-        fill(b, plane_base, span_end(0, h_n - 1), plane_gap);
-    });
-    let last_plane = b.ins().iadd_imm_u(scratch, ((d_n - 1) * plane) as i64);
-    rows(b, last_plane);
-    fill(
+    let head = span_start(0, 0);
+    if head > 0 {
+        let is_first = b.ins().icmp_imm_u(IntCC::Equal, r, 0);
+        if_then(
+            b,
+            is_first,
+            &mut |b| fill_bytes(b, pattern, scratch, 0, head),
+            &mut |_| {},
+        );
+    }
+    // the gap after the row: which one depends on where the row is
+    let h = b.ins().urem_imm_u(r, h_n as i64);
+    let in_plane = b.ins().icmp_imm_u(IntCC::NotEqual, h, (h_n - 1) as i64);
+    let is_last = b.ins().icmp_imm_u(IntCC::Equal, r, (rows - 1) as i64);
+    if_then(
         b,
-        scratch,
-        span_end(d_n - 1, h_n - 1),
-        pixels_end - span_end(d_n - 1, h_n - 1),
+        in_plane,
+        &mut |b| fill_bytes(b, pattern, row_base, row_bytes, row_gap),
+        &mut |b| {
+            if_then(
+                b,
+                is_last,
+                &mut |b| fill_bytes(b, pattern, row_base, row_bytes, tail),
+                &mut |b| fill_bytes(b, pattern, row_base, row_bytes, plane_gap),
+            )
+        },
     );
 }
 
-/// Widen the input into the scratch: per pixel and k-step `j`, the word of input channels
+/// Widen one input row (`src_row`: its first pixel in channel plane 0) into the scratch
+/// (`dst_row`: the row's first pixel): per pixel and k-step `j`, the word of input channels
 /// `(c·j .. c·j + c)` (`c` = channels per step) repeated four times; a group's last step
 /// fills missing channels with the padding value, which meets zero weights.
-fn widen_input(
+fn widen_row(
     b: &mut FunctionBuilder,
     plan: &QConvPlan,
     layout: &Layout,
-    x_n: Value,
-    scratch: Value,
+    src_row: Value,
+    dst_row: Value,
 ) {
-    let origin = layout.scratch_pixel(plan.pad_begin[0], plan.pad_begin[1], plan.pad_begin[2]);
     let plane = plan.in_pixels();
     let per_step = layout.inner.channels_per_step();
     counted_loop(b, plan.groups, |b, g| {
-        let src_g = scaled(b, x_n, g, plan.cin_g * plane);
-        let dst_g = scaled(b, scratch, g, layout.steps * STEP_BYTES);
+        let src_g = scaled(b, src_row, g, plan.cin_g * plane);
+        let dst_g = scaled(b, dst_row, g, layout.steps * STEP_BYTES);
         counted_loop(b, plan.cin_g / per_step, |b, j| {
             let src = scaled(b, src_g, j, per_step * plane);
             let dst = scaled(b, dst_g, j, STEP_BYTES);
-            widen_step_planes(b, plan, layout, src, per_step, dst, origin);
+            widen_step_row(b, plan, layout, src, per_step, dst);
         });
         let rest = plan.cin_g % per_step;
         if rest > 0 {
             let full = plan.cin_g / per_step;
             let src = b.ins().iadd_imm_u(src_g, (full * per_step * plane) as i64);
             let dst = b.ins().iadd_imm_u(dst_g, (full * STEP_BYTES) as i64);
-            widen_step_planes(b, plan, layout, src, rest, dst, origin);
+            widen_step_row(b, plan, layout, src, rest, dst);
         }
     });
 }
 
-/// One k-step's channel planes (`present` of them from `src`, one plane apart; the rest
-/// the padding value) into the scratch slots starting at `dst + origin`.
-fn widen_step_planes(
+/// One k-step of one row: `present` channel planes' row from `src_row` (one plane apart;
+/// the rest the padding value) into the scratch slots of the row's pixels from `dst_row`.
+fn widen_step_row(
     b: &mut FunctionBuilder,
     plan: &QConvPlan,
     layout: &Layout,
-    src: Value,
+    src_row: Value,
     present: usize,
-    dst: Value,
-    origin: usize,
+    dst_row: Value,
 ) {
-    let [d_n, h_n, w_n] = plan.input;
+    let w_n = plan.input[2];
     let plane = plan.in_pixels();
     let signed = plan.x_dtype == DType::I8;
     let shifted = layout.activation_offset != 0;
@@ -282,52 +339,44 @@ fn widen_step_planes(
             b.ins().ishl_imm_u(v, 8 * k as i64)
         }
     };
-    counted_loop(b, d_n, |b, d| {
-        let src_d = scaled(b, src, d, h_n * w_n);
-        let dst_d = scaled(b, dst, d, layout.scratch_pixel(1, 0, 0));
-        counted_loop(b, h_n, |b, h| {
-            let src_row = scaled(b, src_d, h, w_n);
-            let dst_row = scaled(b, dst_d, h, layout.scratch_pixel(0, 1, 0));
-            let copy = |b: &mut FunctionBuilder, src: Value, dst: Value, w: usize| {
-                let mut word = channel(b, src, w, 0);
-                for k in 1..per_step {
-                    let part = channel(b, src, w, k);
-                    word = b.ins().bor(word, part);
-                }
-                let v = b.ins().splat(types::I32X4, word);
-                let (addr, off) = at(b, dst, origin + w * layout.pixel_stride);
-                b.ins().store(mem_aligned(), v, addr, off);
-            };
-            // whole quads of bytes: sixteen pixels per iteration as vectors
-            let vector_chunks = if inner.on_bytes() && present == per_step {
-                w_n / QUAD_CHUNK
-            } else {
-                0
-            };
-            counted_loop(b, vector_chunks, |b, i| {
-                let src_i = scaled(b, src_row, i, QUAD_CHUNK);
-                let dst_i = scaled(b, dst_row, i, QUAD_CHUNK * layout.pixel_stride);
-                widen_quad_chunk(b, layout, src_i, plane, dst_i, origin);
-            });
-            // the rest: four pixels per iteration, then straight-line
-            const STEP: usize = 4;
-            let start = vector_chunks * QUAD_CHUNK;
-            let src_s = b.ins().iadd_imm_u(src_row, start as i64);
-            let dst_s = b
-                .ins()
-                .iadd_imm_u(dst_row, (start * layout.pixel_stride) as i64);
-            counted_loop(b, (w_n - start) / STEP, |b, i| {
-                let src_i = scaled(b, src_s, i, STEP);
-                let dst_i = scaled(b, dst_s, i, STEP * layout.pixel_stride);
-                for k in 0..STEP {
-                    copy(b, src_i, dst_i, k);
-                }
-            });
-            for w in start + (w_n - start) / STEP * STEP..w_n {
-                copy(b, src_row, dst_row, w);
-            }
-        });
+    let copy = |b: &mut FunctionBuilder, src: Value, dst: Value, w: usize| {
+        let mut word = channel(b, src, w, 0);
+        for k in 1..per_step {
+            let part = channel(b, src, w, k);
+            word = b.ins().bor(word, part);
+        }
+        let v = b.ins().splat(types::I32X4, word);
+        let (addr, off) = at(b, dst, w * layout.pixel_stride);
+        b.ins().store(mem_aligned(), v, addr, off);
+    };
+    // whole quads of bytes: sixteen pixels per iteration as vectors
+    let vector_chunks = if inner.on_bytes() && present == per_step {
+        w_n / QUAD_CHUNK
+    } else {
+        0
+    };
+    counted_loop(b, vector_chunks, |b, i| {
+        let src_i = scaled(b, src_row, i, QUAD_CHUNK);
+        let dst_i = scaled(b, dst_row, i, QUAD_CHUNK * layout.pixel_stride);
+        widen_quad_chunk(b, layout, src_i, plane, dst_i, 0);
     });
+    // the rest: four pixels per iteration, then straight-line
+    const STEP: usize = 4;
+    let start = vector_chunks * QUAD_CHUNK;
+    let src_s = b.ins().iadd_imm_u(src_row, start as i64);
+    let dst_s = b
+        .ins()
+        .iadd_imm_u(dst_row, (start * layout.pixel_stride) as i64);
+    counted_loop(b, (w_n - start) / STEP, |b, i| {
+        let src_i = scaled(b, src_s, i, STEP);
+        let dst_i = scaled(b, dst_s, i, STEP * layout.pixel_stride);
+        for k in 0..STEP {
+            copy(b, src_i, dst_i, k);
+        }
+    });
+    for w in start + (w_n - start) / STEP * STEP..w_n {
+        copy(b, src_row, dst_row, w);
+    }
 }
 
 /// Pixels of one row a [`widen_quad_chunk`] call widens.

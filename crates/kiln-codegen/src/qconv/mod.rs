@@ -111,8 +111,9 @@ mod sealed {
     impl Sealed for i8 {}
 }
 
-/// The compiled widening step of one batch item: `(x, scratch)`.
-type WidenFn = unsafe extern "C" fn(*const u8, *mut u8);
+/// The compiled widening step of one batch item over the parts `first..end` (input rows
+/// of the general path, channels of the depthwise path): `(x, scratch, first, end)`.
+type WidenFn = unsafe extern "C" fn(*const u8, *mut u8, usize, usize);
 /// The compiled convolution of one batch item over the parts `first..end` (channel tiles
 /// of the general path, channels of the depthwise path): `(packed constants, scratch,
 /// out, first, end)`.
@@ -207,11 +208,12 @@ impl QConvKernel {
             let widen_fn = depthwise::build_widen_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(2),
+                jit.pointer_signature(4),
                 jit.target_config(),
             );
-            // SAFETY: the function has two pointer parameters and no results — `WidenFn`;
-            // `jit` is owned by the kernel alongside it.
+            // SAFETY: the function has four pointer-sized parameters and no results —
+            // `WidenFn` (the last two are integers of pointer size); `jit` is owned by the
+            // kernel alongside it.
             let widen: WidenFn = unsafe { jit.compile_as(&format!("{name}_widen"), widen_fn)? };
             let compute_fn = depthwise::build_compute_function(
                 &plan,
@@ -237,11 +239,12 @@ impl QConvKernel {
             let widen_fn = emit::build_widen_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(2),
+                jit.pointer_signature(4),
                 jit.target_config(),
             );
-            // SAFETY: the function has two pointer parameters and no results — `WidenFn`;
-            // `jit` is owned by the kernel alongside it.
+            // SAFETY: the function has four pointer-sized parameters and no results —
+            // `WidenFn` (the last two are integers of pointer size); `jit` is owned by the
+            // kernel alongside it.
             let widen: WidenFn = unsafe { jit.compile_as(&format!("{name}_widen"), widen_fn)? };
             // three pointers and two pointer-sized tile indices
             let compute_fn = emit::build_compute_function(
@@ -348,8 +351,9 @@ impl QConvKernel {
     }
 
     /// [`QConvKernel::run_into`] on up to `threads` threads (the calling one included): per
-    /// batch item the input is widened once, then the threads (`std::thread::scope`) claim
-    /// the channel tiles (the depthwise path: channels) one at a time from a shared counter.
+    /// batch item the threads first widen the input (claiming input rows, on the depthwise
+    /// path channels, one at a time from a shared counter), then claim the channel tiles
+    /// (the depthwise path: channels) the same way.
     /// Every output element is computed by the same instructions whatever the split, so the
     /// result is bit-identical for every thread count.
     pub fn run_into_threads<X: Int8, Y: Int8>(
@@ -397,18 +401,48 @@ impl QConvKernel {
         for n in 0..batch {
             let x_n = &x[n * x_image..(n + 1) * x_image];
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
-            match &self.path {
-                Path::General { widen, compute, .. } | Path::Depthwise { widen, compute, .. } => {
-                    // SAFETY: the entry is valid while `self.code` lives (it does: `self` is
-                    // borrowed). It reads one image (`x_image` one-byte elements) of `x_n`
-                    // and writes `scratch_bytes` 16-byte-aligned bytes of `scratch`, sizes
-                    // checked above; u8 and i8 have the same size and alignment.
-                    unsafe { widen(x_n.as_ptr().cast::<u8>(), scratch.as_mut_ptr()) }
-                    self.run_parts(*compute, packed, scratch, out_n, threads);
-                }
-            }
+            let (Path::General { widen, compute, .. } | Path::Depthwise { widen, compute, .. }) =
+                &self.path;
+            self.widen_parts_of(*widen, x_n, scratch, threads);
+            self.run_parts(*compute, packed, scratch, out_n, threads);
         }
         Ok(())
+    }
+
+    /// How many parts the widening step of a batch item splits into: the general path's
+    /// input rows (`D·H`), the depthwise path's channels.
+    fn widen_parts(&self) -> usize {
+        match &self.path {
+            Path::General { .. } => self.plan.input[0] * self.plan.input[1],
+            Path::Depthwise { .. } => self.plan.c_in,
+        }
+    }
+
+    /// Widen one batch item (`x_n`: one image) into the scratch on up to `threads` threads:
+    /// each part writes only its own scratch bytes, and the parts together write every byte
+    /// the compute function reads.
+    fn widen_parts_of<X: Int8>(
+        &self,
+        widen: WidenFn,
+        x_n: &[X],
+        scratch: &mut [u8],
+        threads: usize,
+    ) {
+        debug_assert_eq!(scratch.len(), self.scratch_bytes());
+        // addresses, not pointers, cross to the threads (pointers are not Send)
+        let (x_at, scratch_at) = (x_n.as_ptr() as usize, scratch.as_mut_ptr() as usize);
+        let run_range = |first: usize, end: usize| {
+            // SAFETY: the entry is valid while `self.code` lives (`self` is borrowed for the
+            // whole call). It reads one image of `x_n` (shared read-only; the caller checked
+            // its size) and writes the scratch bytes of the parts `first..end` (`end <=
+            // widen_parts`) of the 16-byte-aligned `scratch_bytes` at `scratch_at`:
+            // `for_each_part` hands every part out once, and the parts' bytes are disjoint
+            // (the widen functions' contract), so no byte is written by two threads, and
+            // `scratch` stays exclusively borrowed until they finish. u8 and i8 have the
+            // same size and alignment.
+            unsafe { widen(x_at as *const u8, scratch_at as *mut u8, first, end) }
+        };
+        for_each_part(self.widen_parts(), threads, run_range);
     }
 
     /// Call `compute` on the parts (channel tiles, or channels on the depthwise path) of
@@ -472,15 +506,7 @@ impl QConvKernel {
             });
         }
         let (Path::General { widen, .. } | Path::Depthwise { widen, .. }) = &self.path;
-        // SAFETY: as in `run_into_threads`: the entry is valid while `self.code` lives; it
-        // reads one image of `x` and writes `scratch_bytes` 16-byte-aligned bytes of the
-        // scratch, sizes checked above.
-        unsafe {
-            widen(
-                x.as_ptr().cast::<u8>(),
-                scratch.bytes.as_mut_slice().as_mut_ptr(),
-            )
-        }
+        self.widen_parts_of(*widen, x, scratch.bytes.as_mut_slice(), 1);
         Ok(())
     }
 

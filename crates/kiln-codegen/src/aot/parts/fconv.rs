@@ -30,7 +30,7 @@ impl FConvKernel {
         let x_image = 4 * plan.x_shape.iter().product::<usize>() / batch;
         let out_image = 4 * plan.out_shape.iter().product::<usize>() / batch;
         let residual = plan.residual;
-        let calls = fill_then_compute(plan.geo.batch, x_image, out_image, fill, |n, out| {
+        let calls = fill_then_compute(plan.geo.batch, x_image, out_image, fill, &[], |n, out| {
             // the micro-kernel reads no residual when the node has none: any valid pointer
             let residual = if residual {
                 CallArg::Read {

@@ -37,7 +37,7 @@ impl FConvTransposeKernel {
         let x_image = 4 * plan.x_shape.iter().product::<usize>() / batch;
         let out_image = 4 * plan.out_shape.iter().product::<usize>() / batch;
         let phases = self.phases.len();
-        let calls = fill_then_compute(plan.batch, x_image, out_image, fill, |_, out| {
+        let calls = fill_then_compute(plan.batch, x_image, out_image, fill, &[], |_, out| {
             // no residual: the out pointer stands in, as in `run_into`
             (0..phases)
                 .map(|index| KernelCall {

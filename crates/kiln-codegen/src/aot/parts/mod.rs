@@ -58,7 +58,7 @@ pub(crate) fn whole_tensor_call(with_blob: bool) -> Vec<KernelCall> {
 }
 
 /// The calls of a kernel that, per batch item `n`, first fills its scratch from the item
-/// (`fill(x + n·x_image, scratch)`: a widen or padded copy) and then runs `compute(n,
+/// (`fill(x + n·x_image, scratch, fill_tail..)`: a widen or padded copy) and then runs `compute(n,
 /// write)` — the calls reading that scratch, `write` the item's output (`out +
 /// n·out_image`). Image sizes in bytes.
 pub(crate) fn fill_then_compute(
@@ -66,19 +66,22 @@ pub(crate) fn fill_then_compute(
     x_image: usize,
     out_image: usize,
     fill: usize,
+    fill_tail: &[CallArg],
     compute: impl Fn(usize, CallArg) -> Vec<KernelCall>,
 ) -> Vec<KernelCall> {
     let mut calls = Vec::new();
     for n in 0..batch {
+        let mut args = vec![
+            CallArg::Read {
+                operand: 0,
+                offset: n * x_image,
+            },
+            CallArg::Scratch(0),
+        ];
+        args.extend_from_slice(fill_tail);
         calls.push(KernelCall {
             function: fill,
-            args: vec![
-                CallArg::Read {
-                    operand: 0,
-                    offset: n * x_image,
-                },
-                CallArg::Scratch(0),
-            ],
+            args,
         });
         calls.extend(compute(
             n,

@@ -14,7 +14,7 @@ impl RowPool {
         let x_image = eb * geo.x_shape.iter().product::<usize>() / batch;
         let out_image = eb * geo.out_shape.iter().product::<usize>() / batch;
         let with_divisors = !self.divisors.as_slice().is_empty();
-        let calls = fill_then_compute(geo.batch, x_image, out_image, 0, |_, out| {
+        let calls = fill_then_compute(geo.batch, x_image, out_image, 0, &[], |_, out| {
             // never read without divisors: any valid address
             let divisors = if with_divisors {
                 CallArg::Blob(0)

@@ -25,7 +25,7 @@ impl WindowKernel {
         let batch = self.geo.batch.max(1);
         let x_image = self.geo.x_shape.iter().product::<usize>() / batch * self.elem_bytes;
         let out_image = self.geo.out_shape.iter().product::<usize>() / batch * self.elem_bytes;
-        let calls = fill_then_compute(self.geo.batch, x_image, out_image, 1, |_, out| {
+        let calls = fill_then_compute(self.geo.batch, x_image, out_image, 1, &[], |_, out| {
             vec![KernelCall {
                 function: 0,
                 args: vec![CallArg::Blob(0), CallArg::Scratch(0), out],

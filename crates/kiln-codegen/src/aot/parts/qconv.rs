@@ -17,18 +17,27 @@ impl QConvKernel {
         // recorded in build order: the widening step, then the compute function
         let functions = self.code.take_recorded();
         debug_assert!(functions.len() == 2 && functions[0].0.ends_with("_widen"));
-        let calls = fill_then_compute(self.plan.batch, x_image, out_image, 0, |_, out| {
-            vec![KernelCall {
-                function: 1,
-                args: vec![
-                    CallArg::Blob(0),
-                    CallArg::Scratch(0),
-                    out,
-                    CallArg::Int(0),
-                    CallArg::Int(tiles),
-                ],
-            }]
-        });
+        // one thread: the widening step over all its parts (rows or channels)
+        let widen_parts = [CallArg::Int(0), CallArg::Int(self.widen_parts() as u64)];
+        let calls = fill_then_compute(
+            self.plan.batch,
+            x_image,
+            out_image,
+            0,
+            &widen_parts,
+            |_, out| {
+                vec![KernelCall {
+                    function: 1,
+                    args: vec![
+                        CallArg::Blob(0),
+                        CallArg::Scratch(0),
+                        out,
+                        CallArg::Int(0),
+                        CallArg::Int(tiles),
+                    ],
+                }]
+            },
+        );
         AotKernel {
             name: self.code.name().to_string(),
             functions,
