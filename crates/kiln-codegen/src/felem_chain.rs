@@ -102,7 +102,7 @@ fn split_rows(n: usize, reads: &[Read], offsets: Vec<Vec<usize>>) -> (usize, Vec
         return (n, offsets);
     }
     let Some(k) = (MIN_ROWS.div_ceil(rows)..=n / MIN_SUB_ROW)
-        .find(|&k| n % k == 0 && (n / k) % STEP == 0 && n / k >= MIN_SUB_ROW)
+        .find(|&k| n.is_multiple_of(k) && (n / k).is_multiple_of(STEP) && n / k >= MIN_SUB_ROW)
     else {
         return (n, offsets);
     };
