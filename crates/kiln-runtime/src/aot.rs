@@ -105,7 +105,12 @@ pub fn compile_object(graph: &Graph, options: &AotOptions) -> Result<AotObject, 
     let mut steps = Vec::new();
     for &node_id in &schedule {
         let node = graph.node(node_id);
-        if matches!(node.op, Op::Input { .. } | Op::Const(_)) {
+        let output = ValueId {
+            node: node_id,
+            port: 0,
+        };
+        // a shape-only op whose output shares its input's bytes has nothing to run
+        if matches!(node.op, Op::Input { .. } | Op::Const(_)) || plan.is_alias(output) {
             continue;
         }
         match aot_kernel(graph, node_id, options) {

@@ -1,8 +1,14 @@
 //! The static memory plan: every intermediate value of a graph gets a fixed byte offset in
 //! one arena, from liveness over the schedule (a topological order), so values whose
 //! lifetimes do not overlap share space; graph inputs, outputs and constants live elsewhere.
+//!
+//! The output of a shape-only op (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout:
+//! the same bytes in the same order) whose input and output are both intermediate values is
+//! an *alias*: it takes its input's slot, whose lifetime grows to cover the alias's readers,
+//! and the op needs no kernel call ([`MemoryPlan::is_alias`]).
 
 use crate::error::RuntimeError;
+use crate::model::is_shape_only;
 use kiln_ir::{Graph, NodeId, Op, ValueId};
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -48,14 +54,18 @@ impl Slot {
 pub struct MemoryPlan {
     /// In the order their producers run.
     slots: Vec<Slot>,
+    /// Every arena value (aliases included) → its slot.
     index: HashMap<ValueId, usize>,
+    /// Aliases → the value whose slot they share.
+    aliases: HashMap<ValueId, ValueId>,
     /// Size of the arena: the highest end of any slot. This is the model's peak activation
     /// memory (graph inputs and outputs excluded).
     pub peak_bytes: usize,
     /// The most bytes (slot sizes rounded to [`ARENA_ALIGN`]) live at any one step: a lower
     /// bound on `peak_bytes` for any plan; the gap is fragmentation.
     pub live_peak_bytes: usize,
-    /// The sum of all intermediate values' sizes: what an allocator without reuse would need.
+    /// The sum of all intermediate values' sizes (aliases, which have no buffer of their
+    /// own, excluded): what an allocator without reuse would need.
     pub sum_bytes: usize,
     /// Graph inputs (bound to the caller's tensors, not in the arena).
     pub input_bytes: usize,
@@ -87,7 +97,9 @@ impl MemoryPlan {
         let graph_outputs: std::collections::HashSet<ValueId> =
             graph.outputs().iter().copied().collect();
         let (mut input_bytes, mut output_bytes, mut const_bytes) = (0, 0, 0);
-        let mut values = Vec::new();
+        let mut values: Vec<(ValueId, usize, Lifetime)> = Vec::new();
+        let mut value_index: HashMap<ValueId, usize> = HashMap::new();
+        let mut aliases: HashMap<ValueId, ValueId> = HashMap::new();
         for (step, &node_id) in schedule.iter().enumerate() {
             let node = graph.node(node_id);
             for port in 0..node.outputs.len() {
@@ -118,6 +130,23 @@ impl MemoryPlan {
                             }
                             last = last.max(user_step);
                         }
+                        // a shape-only view of an arena value: share its slot
+                        let source = match node.inputs() {
+                            [x] if is_shape_only(&node.op) && node.outputs.len() == 1 => {
+                                let root = aliases.get(x).copied().unwrap_or(*x);
+                                value_index
+                                    .get(&root)
+                                    .filter(|&&i| values[i].1 == bytes)
+                                    .map(|&i| (root, i))
+                            }
+                            _ => None,
+                        };
+                        if let Some((root, i)) = source {
+                            values[i].2.last = values[i].2.last.max(last);
+                            aliases.insert(value, root);
+                            continue;
+                        }
+                        value_index.insert(value, values.len());
                         values.push((value, bytes, Lifetime { first: step, last }));
                     }
                 }
@@ -135,26 +164,42 @@ impl MemoryPlan {
                 lifetime,
             })
             .collect();
-        let index = slots
+        let mut index: HashMap<ValueId, usize> = slots
             .iter()
             .enumerate()
             .map(|(i, s)| (s.value, i))
             .collect();
+        for (&alias, root) in &aliases {
+            index.insert(alias, index[root]);
+        }
         Ok(MemoryPlan {
             peak_bytes: slots.iter().map(|s| s.reserved().end).max().unwrap_or(0),
             live_peak_bytes: live_peak(&requests),
             sum_bytes: slots.iter().map(|s| s.bytes).sum(),
             slots,
             index,
+            aliases,
             input_bytes,
             output_bytes,
             const_bytes,
         })
     }
 
-    /// The arena slot of an intermediate value; `None` for inputs, outputs and constants.
+    /// The arena slot of an intermediate value (an alias: its source's); `None` for
+    /// inputs, outputs and constants.
     pub fn slot(&self, value: ValueId) -> Option<&Slot> {
         self.index.get(&value).map(|&i| &self.slots[i])
+    }
+
+    /// Whether `value` is the output of a shape-only op sharing its input's slot: its
+    /// bytes are already in place, the op runs no kernel.
+    pub fn is_alias(&self, value: ValueId) -> bool {
+        self.aliases.contains_key(&value)
+    }
+
+    /// How many values are aliases.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
     }
 
     /// All slots, in the order their producers run.
@@ -268,6 +313,56 @@ mod tests {
             (p.input_bytes, p.output_bytes, p.const_bytes),
             (400, 400, 0)
         );
+    }
+
+    /// x → a → r = reshape(a) → f = flatten(r) → b = relu(f) → c = relu(b) (output);
+    /// also k = relu(a) after b. Schedule x 0, a 1, r 2, f 3, b 4, k 5, c 6. r and f are
+    /// aliases of a (one slot, no kernel), so a lives [1, 5]: until b (via f, step 4) and k
+    /// (step 5). b [4, 6] overlaps it; k [5, 6] too: three slots, the reshapes none.
+    #[test]
+    fn shape_only_ops_alias_their_input() {
+        let mut g = Graph::new("views");
+        let x = g.add_input("x", TensorType::f32(vec![1, 100]));
+        let a = unary(&mut g, "a", x);
+        let r = g
+            .add_node(
+                "r",
+                Op::Reshape {
+                    shape: vec![10, 10],
+                },
+                &[a],
+                vec!["r".into()],
+            )
+            .expect("reshape of 100 elements")[0];
+        let f = g
+            .add_node("f", Op::Flatten { axis: 0 }, &[r], vec!["f".into()])
+            .expect("flatten")[0];
+        let b = unary(&mut g, "b", f);
+        let k = unary(&mut g, "k", a);
+        let c = g
+            .add_node("c", Op::Binary(BinaryOp::Add), &[b, k], vec!["c".into()])
+            .expect("add of equal shapes")[0];
+        g.set_outputs(vec![c]);
+        let order = g.topo_order().expect("acyclic");
+        let step = |v: ValueId| order.iter().position(|&n| n == v.node).expect("scheduled");
+        let p = MemoryPlan::new(&g, &order).expect("a topological order");
+        assert!(p.is_alias(r) && p.is_alias(f) && !p.is_alias(a) && !p.is_alias(b));
+        assert_eq!(p.alias_count(), 2);
+        let slot_a = p.slot(a).unwrap().clone();
+        assert_eq!(p.slot(r).unwrap(), &slot_a);
+        assert_eq!(p.slot(f).unwrap(), &slot_a);
+        assert_eq!(
+            slot_a.lifetime,
+            Lifetime {
+                first: step(a),
+                last: step(b).max(step(k))
+            }
+        );
+        // a, b and k only: the views take no space of their own
+        assert_eq!(p.slots().len(), 3);
+        assert_eq!(p.sum_bytes, 3 * 400);
+        assert_ne!(p.slot(b).unwrap().offset, slot_a.offset);
+        assert_ne!(p.slot(k).unwrap().offset, slot_a.offset);
     }
 
     /// x → a; b = relu(a); c = relu(a); d = b + c (output). Schedule x 0, a 1, b 2, c 3,

@@ -286,10 +286,10 @@ macro_rules! with_int8_mut {
 /// its operands (`u8` or `i8`), which pick the `run_into` instance. Kernels are boxed: their
 /// plans are large and of very different sizes.
 enum Kernel {
-    /// Split over `threads` threads (channel tiles).
+    /// Split over `threads` threads (channel tiles). Its scratch is the model's shared
+    /// one ([`CompiledModel`]'s `qconv_scratch`).
     QConv {
         kernel: Box<QConvKernel>,
-        scratch: QConvScratch,
         x: DType,
         y: DType,
         threads: usize,
@@ -389,7 +389,15 @@ impl Kernel {
     /// Run on the step's views: `reads` in the kernel's operand order, `writes` its outputs.
     /// Every place is [`ARENA_ALIGN`]-aligned or a tensor's own element buffer, so the f32
     /// views below are aligned and sized in whole elements (values are sized by their type).
-    fn run(&mut self, reads: &[&[u8]], writes: &mut [&mut [u8]]) -> Result<(), CodegenError> {
+    ///
+    /// `qconv_scratch` is the scratch every int8 convolution of the model shares (they run
+    /// one after another, so it stays warm in cache).
+    fn run(
+        &mut self,
+        reads: &[&[u8]],
+        writes: &mut [&mut [u8]],
+        qconv_scratch: &mut QConvScratch,
+    ) -> Result<(), CodegenError> {
         if let Kernel::Split(parts) = self {
             for (part, out) in parts.iter().zip(writes.iter_mut()) {
                 part.run_into(reads[0], out)?;
@@ -422,12 +430,11 @@ impl Kernel {
         match self {
             Kernel::QConv {
                 kernel,
-                scratch,
                 x,
                 y,
                 threads,
             } => with_int8!(*x, reads[0], |x| with_int8_mut!(*y, out, |out| kernel
-                .run_into_threads(x, out, scratch, *threads))),
+                .run_into_threads(x, out, qconv_scratch, *threads))),
             Kernel::QMatMul {
                 kernel,
                 scratch,
@@ -578,6 +585,8 @@ pub struct CompiledModel {
     steps: Vec<Step>,
     plan: MemoryPlan,
     arena: AlignedBuffer,
+    /// The working memory of every int8 convolution (as large as the largest needs).
+    qconv_scratch: QConvScratch,
     /// Per step, the time spent in its kernel over all runs since profiling was turned on
     /// ([`CompiledModel::set_profiling`]); `None` when off.
     profile: Option<Vec<std::time::Duration>>,
@@ -687,6 +696,14 @@ impl CompiledModel {
         };
         let mut steps = Vec::new();
         for &node_id in &schedule {
+            let output = ValueId {
+                node: node_id,
+                port: 0,
+            };
+            if plan.is_alias(output) {
+                // a shape-only op whose output shares its input's bytes: nothing to run
+                continue;
+            }
             if let Some(kernel) = chains.remove(&node_id) {
                 // an element of a chain (a few f32 operations and int8 conversions, ~0.2 ns)
                 // costs about as much as 8 int8 multiply-accumulates (~0.025 ns each)
@@ -710,7 +727,16 @@ impl CompiledModel {
             .map(|&v| (graph.value_name(v).to_string(), graph.value_type(v).clone()))
             .collect();
         let constants = binder.constants;
+        let qconv_scratch_bytes = steps
+            .iter()
+            .filter_map(|step| match &step.kernel {
+                Kernel::QConv { kernel, .. } => Some(kernel.scratch_bytes()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(CompiledModel {
+            qconv_scratch: QConvScratch::zeroed(qconv_scratch_bytes),
             name: graph.name.clone(),
             inputs,
             outputs,
@@ -788,7 +814,7 @@ impl CompiledModel {
                 &step.writes,
             );
             step.kernel
-                .run(&reads, &mut writes)
+                .run(&reads, &mut writes, &mut self.qconv_scratch)
                 .map_err(|source| RuntimeError::Codegen {
                     node: step.node.clone(),
                     op: step.op,
@@ -1166,7 +1192,6 @@ fn compile_node(
                 QConvKernel::compile(&qconv, &options.jit, &options.qconv).map_err(codegen)?;
             let kernel = Kernel::QConv {
                 threads: options.threads_for(kernel.macs()),
-                scratch: kernel.new_scratch(),
                 kernel: Box::new(kernel),
                 x: ty(x).dtype,
                 y: ty(output).dtype,
@@ -2245,8 +2270,18 @@ mod tests {
             .expect("every op has a kernel");
         let ops: Vec<_> = compiled.schedule().map(|(_, op)| op).collect();
         let order = g.topo_order().expect("acyclic");
+        // one kernel per node, except the identity between two arena values: its output is
+        // an alias of the pool's (the reshape and flatten write graph outputs: copies)
+        let alias = |n: NodeId| compiled.plan().is_alias(ValueId { node: n, port: 0 });
+        let aliased: Vec<_> = order
+            .iter()
+            .filter(|&&n| alias(n))
+            .map(|&n| g.node(n).name.as_str())
+            .collect();
+        assert_eq!(aliased, ["identity"]);
         let want_ops: Vec<_> = order
             .iter()
+            .filter(|&&n| !alias(n))
             .map(|&n| g.node(n))
             .filter(|n| !n.op.is_source())
             .map(|n| n.op.mnemonic())

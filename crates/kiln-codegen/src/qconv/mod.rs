@@ -81,10 +81,23 @@ impl AlignedBytes {
     }
 }
 
-/// Working memory of a [`QConvKernel`] (the widened, padded input), reusable across calls.
+/// Working memory of a [`QConvKernel`] (the widened, padded input), reusable across calls
+/// and across kernels: a kernel uses its first [`QConvKernel::scratch_bytes`] bytes and
+/// writes every one of them it reads before reading it, so one scratch as large as the
+/// largest kernel's can serve a whole model (kernels that run one after another then work
+/// in the same, cache-warm memory).
 #[derive(Debug)]
 pub struct QConvScratch {
     bytes: AlignedBytes,
+}
+
+impl QConvScratch {
+    /// A zeroed scratch of `bytes` bytes.
+    pub fn zeroed(bytes: usize) -> QConvScratch {
+        QConvScratch {
+            bytes: AlignedBytes::zeroed(bytes),
+        }
+    }
 }
 
 /// Integer element types a kernel reads and writes.
@@ -317,7 +330,8 @@ impl QConvKernel {
         }
     }
 
-    fn scratch_bytes(&self) -> usize {
+    /// The scratch bytes a run uses.
+    pub fn scratch_bytes(&self) -> usize {
         match &self.path {
             Path::General { layout, .. } => layout.scratch_bytes,
             Path::Depthwise { layout, .. } => layout.scratch_bytes,
@@ -387,15 +401,15 @@ impl QConvKernel {
                 out.len()
             )));
         }
-        if scratch.bytes.len != self.scratch_bytes() {
+        if scratch.bytes.len < self.scratch_bytes() {
             return Err(bad(format!(
-                "scratch of {} bytes, expected {} (use new_scratch)",
+                "scratch of {} bytes, at least {} needed (use new_scratch)",
                 scratch.bytes.len,
                 self.scratch_bytes()
             )));
         }
         let packed = self.packed.as_slice();
-        let scratch = scratch.bytes.as_mut_slice();
+        let scratch = &mut scratch.bytes.as_mut_slice()[..self.scratch_bytes()];
         let batch = self.plan.batch;
         let (x_image, out_image) = (x_len / batch.max(1), out_len / batch.max(1));
         for n in 0..batch {
@@ -493,20 +507,21 @@ impl QConvKernel {
         let image = self.plan.x_shape.iter().product::<usize>() / self.plan.batch.max(1);
         if X::DTYPE != self.plan.x_dtype
             || x.len() != image
-            || scratch.bytes.len != self.scratch_bytes()
+            || scratch.bytes.len < self.scratch_bytes()
         {
             return Err(CodegenError::BadBuffer {
                 kernel: self.name().to_string(),
                 what: format!(
-                    "widen_into takes one {} image of {image} elements and a scratch of {} \
-                     bytes",
+                    "widen_into takes one {} image of {image} elements and a scratch of at \
+                     least {} bytes",
                     self.plan.x_dtype,
                     self.scratch_bytes()
                 ),
             });
         }
         let (Path::General { widen, .. } | Path::Depthwise { widen, .. }) = &self.path;
-        self.widen_parts_of(*widen, x, scratch.bytes.as_mut_slice(), 1);
+        let scratch = &mut scratch.bytes.as_mut_slice()[..self.scratch_bytes()];
+        self.widen_parts_of(*widen, x, scratch, 1);
         Ok(())
     }
 
