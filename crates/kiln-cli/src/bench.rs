@@ -404,9 +404,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     println!("compile    {compile_ms:.1} ms  ({})", times.summary());
     println!(
         "memory     activations {} bytes (one arena; {} bytes if every intermediate had its \
-         own buffer), weights {} bytes{}",
+         own buffer), int8 conv scratch {} bytes (shared by every conv), weights {} bytes{}",
         plan.peak_bytes,
         plan.sum_bytes,
+        compiled.conv_scratch_bytes(),
         plan.const_bytes,
         rss.map_or_else(String::new, |b| format!(", process peak RSS {b} bytes"))
     );

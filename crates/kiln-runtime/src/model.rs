@@ -758,6 +758,12 @@ impl CompiledModel {
         &self.plan
     }
 
+    /// Bytes of the scratch every int8 convolution shares (the widened input of the largest
+    /// one), besides the arena.
+    pub fn conv_scratch_bytes(&self) -> usize {
+        self.qconv_scratch.len()
+    }
+
     /// Graph inputs, in the order `run` takes them: name and expected type.
     pub fn inputs(&self) -> impl Iterator<Item = (&str, &TensorType)> {
         self.inputs.iter().map(|(n, t)| (n.as_str(), t))

@@ -98,6 +98,15 @@ impl QConvScratch {
             bytes: AlignedBytes::zeroed(bytes),
         }
     }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len == 0
+    }
 }
 
 /// Integer element types a kernel reads and writes.
