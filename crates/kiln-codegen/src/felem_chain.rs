@@ -824,25 +824,17 @@ mod tests {
         let shape = [1, 2, 64, 64];
         let a = quantized(DType::U8, &shape, 0.05, 7);
         let r = quantized(DType::I8, &shape, 0.04, -3);
-        let nodes = [
-            node(ChainOp::Dequantize, &[Operand(0)], f32_ty(&shape)),
-            node(ChainOp::Dequantize, &[Operand(1)], f32_ty(&shape)),
-            node(
-                ChainOp::Binary(BinaryOp::Add),
-                &[Node(0), Node(1)],
-                f32_ty(&shape),
-            ),
-            node(
-                ChainOp::Activation(Activation::Relu),
-                &[Node(2)],
-                f32_ty(&shape),
-            ),
-            node(
-                ChainOp::Quantize,
-                &[Node(3)],
-                quantized(DType::U8, &shape, 0.06, 0),
-            ),
-        ];
+        let mut nodes = dequantized_sum(&shape);
+        nodes.push(node(
+            ChainOp::Activation(Activation::Relu),
+            &[Node(2)],
+            f32_ty(&shape),
+        ));
+        nodes.push(node(
+            ChainOp::Quantize,
+            &[Node(3)],
+            quantized(DType::U8, &shape, 0.06, 0),
+        ));
         let kernel = ElementwiseChainKernel::compile(
             &[a.clone(), r.clone()],
             &nodes,
@@ -873,6 +865,19 @@ mod tests {
     }
 
     use ChainArg::{Node, Operand};
+
+    /// `dequantize(operand 0) + dequantize(operand 1)` (nodes 0, 1, 2) over `shape`.
+    fn dequantized_sum(shape: &[usize]) -> Vec<ChainNode> {
+        vec![
+            node(ChainOp::Dequantize, &[Operand(0)], f32_ty(shape)),
+            node(ChainOp::Dequantize, &[Operand(1)], f32_ty(shape)),
+            node(
+                ChainOp::Binary(BinaryOp::Add),
+                &[Node(0), Node(1)],
+                f32_ty(shape),
+            ),
+        ]
+    }
 
     /// `qconv → u8 → dequantize → hard_swish → quantize → u8`, with a row of 7·9 = 63
     /// elements (a 3-element scalar tail), into u8 and into i8.
@@ -910,15 +915,7 @@ mod tests {
         let shape = [2, 3, 5, 5];
         let a = quantized(DType::U8, &shape, 0.02, 130);
         let b = quantized(DType::I8, &shape, 0.035, -7);
-        let sum = [
-            node(ChainOp::Dequantize, &[Operand(0)], f32_ty(&shape)),
-            node(ChainOp::Dequantize, &[Operand(1)], f32_ty(&shape)),
-            node(
-                ChainOp::Binary(BinaryOp::Add),
-                &[Node(0), Node(1)],
-                f32_ty(&shape),
-            ),
-        ];
+        let sum = dequantized_sum(&shape);
         let mut quantized_sum = sum.to_vec();
         quantized_sum.push(node(
             ChainOp::Quantize,

@@ -104,6 +104,7 @@ impl QConvScratch {
         self.bytes.len
     }
 
+    /// Whether it has no bytes (a model without int8 convolutions).
     pub fn is_empty(&self) -> bool {
         self.bytes.len == 0
     }
