@@ -8,21 +8,15 @@
 //! `cargo run --release -p kiln-codegen --example f32_bench [-- --runs R] [--asm]`
 //! (`--asm`: print each ConvTranspose phase 0's machine code listing).
 
+use kiln_codegen::testing::Lcg;
 use kiln_codegen::{FConvTransposeKernel, FConvTransposeNode, JitOptions, PoolKernel, PoolKind};
 use kiln_ir::{Activation, ConvTransposeAttrs, DType, PoolAttrs, Tensor, TensorData, TensorType};
 use std::time::Instant;
 
 /// Deterministic pseudo-random floats in [-1, 1) (an LCG): only timing and the hash matter.
 fn floats(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut lcg = Lcg::new(seed);
+    (0..len).map(|_| lcg.unit_f32() * 2.0 - 1.0).collect()
 }
 
 /// FNV-1a over the output's bits.

@@ -4,6 +4,7 @@
 //! `cargo run --release -p kiln-codegen --example maxpool_bench [-- --runs R --channels C
 //! --size S]`
 
+use kiln_codegen::testing::Lcg;
 use kiln_codegen::{JitOptions, MaxPoolKernel};
 use kiln_ir::{DType, Op, PoolAttrs, Tensor, TensorData, TensorType};
 use std::time::Instant;
@@ -19,15 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let c: usize = flag("--channels").map_or(Ok(64), |v| v.parse())?;
     let hw: usize = flag("--size").map_or(Ok(112), |v| v.parse())?;
     // deterministic pseudo-random contents (an LCG): only the timing matters here
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let data: Vec<u8> = (0..c * hw * hw)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect();
+    let mut lcg = Lcg::new(0x2545_F491_4F6C_DD1D);
+    let data: Vec<u8> = (0..c * hw * hw).map(|_| lcg.next_u32() as u8).collect();
     let shape = vec![1, c, hw, hw];
     let x = Tensor::new(shape.clone(), TensorData::U8(data.clone()))?;
     let x_ty = TensorType::new(DType::U8, shape);

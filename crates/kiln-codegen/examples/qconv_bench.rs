@@ -20,6 +20,7 @@
 //! alone (`widen ms`, and its share of the best time), checked against the interpreter.
 
 use kiln_codegen::probe::probe_host;
+use kiln_codegen::testing::Lcg;
 use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
 use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use std::time::Instant;
@@ -166,97 +167,24 @@ fn dw_suite(
             continue;
         }
         let (c, k, s) = (shape.channels, shape.kernel, shape.stride);
-        let out_size = (shape.size + 2 * (k / 2) - k) / s + 1;
-        let x = Tensor::new(
-            vec![1, c, shape.size, shape.size],
-            TensorData::U8(
-                (0..c * shape.size * shape.size)
-                    .map(|_| next() as u8)
-                    .collect(),
-            ),
+        let mut layer = SuiteLayer::new(
+            &mut next,
+            [c, c, c],
+            shape.size,
+            k,
+            s,
+            &tuning,
+            disasm.is_some(),
         )?;
-        let w = Tensor::new(
-            vec![c, 1, k, k],
-            TensorData::I8((0..c * k * k).map(|_| next() as i8).collect()),
-        )?;
-        let b = Tensor::new(
-            vec![c],
-            TensorData::I32((0..c).map(|_| (next() % 20000) as i32 - 10000).collect()),
-        )?;
-        let x_ty = TensorType::new(DType::U8, vec![1, c, shape.size, shape.size])
-            .with_quant(Quant::per_tensor(0.02, 128));
-        let w_ty = TensorType::new(DType::I8, vec![c, 1, k, k]).with_quant(Quant::PerAxis {
-            axis: 0,
-            scales: (0..c).map(|i| 0.001 + 0.0001 * (i % 64) as f32).collect(),
-            zero_points: vec![0; c],
-        });
-        let b_ty = TensorType::new(DType::I32, vec![c]);
-        let y_ty = TensorType::new(DType::U8, vec![1, c, out_size, out_size])
-            .with_quant(Quant::per_tensor(0.05, 0));
-        let attrs = ConvAttrs {
-            kernel: vec![k, k],
-            strides: vec![s, s],
-            pads: vec![k / 2; 4],
-            dilations: vec![1, 1],
-            groups: c,
-            act: Some(Activation::Relu),
-        };
-        let node = QConvNode {
-            attrs: &attrs,
-            x_ty: &x_ty,
-            w: &w,
-            w_ty: &w_ty,
-            bias: Some((&b, &b_ty)),
-            out_ty: &y_ty,
-        };
-        let options = JitOptions {
-            capture_disassembly: disasm.is_some(),
-            verify: Some(false),
-        };
-        let kernel = QConvKernel::compile(&node, &options, &tuning)?;
-        if let (Some(path), Some(listing)) = (disasm, kernel.disassembly()) {
-            std::fs::write(path, listing)?;
-        }
-        let mut scratch = kernel.new_scratch();
-        let TensorData::U8(xv) = x.data() else {
-            unreachable!("x was built as u8")
-        };
-        let mut out = vec![0u8; c * out_size * out_size];
-        for _ in 0..3 {
-            kernel.run_into(xv, &mut out, &mut scratch)?;
-        }
-        let times: Vec<f64> = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                kernel
-                    .run_into(xv, &mut out, &mut scratch)
-                    .expect("buffers were checked by the warm-up runs");
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let med = median(times);
-        let want = kiln_interp::eval_op(
-            &Op::QConv(attrs.clone()),
-            &[&x, &w, &b],
-            &[&x_ty, &w_ty, &b_ty],
-            std::slice::from_ref(&y_ty),
-        )?;
-        let TensorData::U8(wv) = want[0].data() else {
-            unreachable!("the output type is u8")
-        };
-        if wv != &out {
-            return Err(format!(
-                "{} {c}ch {k}x{k} s{s}: differs from the interpreter",
-                shape.model
-            )
-            .into());
-        }
+        layer.write_disassembly(disasm, false)?;
+        let (best, med) =
+            layer.time_and_check(runs, &format!("{} {c}ch {k}x{k} s{s}", shape.model))?;
+        let kernel = &layer.kernel;
         let macs = kernel.macs() as f64;
         println!(
             "{:<11} {c:>4} {:>9} {:>7} {:>8.2} {:>9.3} {:>9.3} {:>8.1}  {:?}{}",
             shape.model,
-            format!("{}→{out_size}", shape.size),
+            format!("{}→{}", shape.size, layer.out_size),
             format!("{k}x{k} s{s}"),
             macs / 1e6,
             best * 1e3,
@@ -271,6 +199,164 @@ fn dw_suite(
         );
     }
     Ok(())
+}
+
+/// One layer of a suite, built and compiled: `c_in → c_out` in `groups` groups, a
+/// `size`×`size` u8 input (zero point 128), per-channel i8 weights, an i32 bias, pad
+/// `kernel / 2`, ReLU, u8 output; contents from `next`.
+struct SuiteLayer {
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    types: [TensorType; 4],
+    attrs: ConvAttrs,
+    kernel: QConvKernel,
+    out_size: usize,
+}
+
+impl SuiteLayer {
+    fn new(
+        next: &mut impl FnMut() -> u32,
+        [ci, co, g]: [usize; 3],
+        size: usize,
+        k: usize,
+        s: usize,
+        tuning: &QConvTuning,
+        capture_disassembly: bool,
+    ) -> Result<SuiteLayer, Box<dyn std::error::Error>> {
+        let out_size = (size + 2 * (k / 2) - k) / s + 1;
+        let cin_g = ci / g;
+        let x = Tensor::new(
+            vec![1, ci, size, size],
+            TensorData::U8((0..ci * size * size).map(|_| next() as u8).collect()),
+        )?;
+        let w = Tensor::new(
+            vec![co, cin_g, k, k],
+            TensorData::I8((0..co * cin_g * k * k).map(|_| next() as i8).collect()),
+        )?;
+        let b = Tensor::new(
+            vec![co],
+            TensorData::I32((0..co).map(|_| (next() % 20000) as i32 - 10000).collect()),
+        )?;
+        let x_ty = TensorType::new(DType::U8, vec![1, ci, size, size])
+            .with_quant(Quant::per_tensor(0.02, 128));
+        let w_ty = TensorType::new(DType::I8, vec![co, cin_g, k, k]).with_quant(Quant::PerAxis {
+            axis: 0,
+            scales: (0..co).map(|i| 0.001 + 0.0001 * (i % 64) as f32).collect(),
+            zero_points: vec![0; co],
+        });
+        let b_ty = TensorType::new(DType::I32, vec![co]);
+        let y_ty = TensorType::new(DType::U8, vec![1, co, out_size, out_size])
+            .with_quant(Quant::per_tensor(0.05, 0));
+        let attrs = ConvAttrs {
+            kernel: vec![k, k],
+            strides: vec![s, s],
+            pads: vec![k / 2; 4],
+            dilations: vec![1, 1],
+            groups: g,
+            act: Some(Activation::Relu),
+        };
+        let node = QConvNode {
+            attrs: &attrs,
+            x_ty: &x_ty,
+            w: &w,
+            w_ty: &w_ty,
+            bias: Some((&b, &b_ty)),
+            out_ty: &y_ty,
+        };
+        let options = JitOptions {
+            capture_disassembly,
+            verify: Some(false),
+        };
+        let kernel = QConvKernel::compile(&node, &options, tuning)?;
+        Ok(SuiteLayer {
+            x,
+            w,
+            b,
+            types: [x_ty, w_ty, b_ty, y_ty],
+            attrs,
+            kernel,
+            out_size,
+        })
+    }
+
+    /// The input's elements.
+    fn xv(&self) -> &[u8] {
+        let TensorData::U8(xv) = self.x.data() else {
+            unreachable!("x was built as u8")
+        };
+        xv
+    }
+
+    /// Write the compute function's listing (with the widening step's first when
+    /// `with_widen`) to `path`, if given.
+    fn write_disassembly(
+        &self,
+        path: Option<&String>,
+        with_widen: bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        if let (Some(path), Some(listing)) = (path, self.kernel.disassembly()) {
+            if with_widen {
+                let widen = self.kernel.widen_disassembly().unwrap_or_default();
+                std::fs::write(path, format!("{widen}\n{listing}"))?;
+            } else {
+                std::fs::write(path, listing)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Three warm-up runs, then `runs` timed ones: `(best, median)` seconds; the output is
+    /// then checked bit for bit against the interpreter (`what` names the layer).
+    fn time_and_check(
+        &mut self,
+        runs: usize,
+        what: &str,
+    ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+        let mut scratch = self.kernel.new_scratch();
+        let mut out = vec![0u8; self.types[3].shape.iter().product()];
+        for _ in 0..3 {
+            self.kernel.run_into(self.xv(), &mut out, &mut scratch)?;
+        }
+        let times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                self.kernel
+                    .run_into(self.xv(), &mut out, &mut scratch)
+                    .expect("buffers were checked by the warm-up runs");
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let [x_ty, w_ty, b_ty, y_ty] = &self.types;
+        let want = kiln_interp::eval_op(
+            &Op::QConv(self.attrs.clone()),
+            &[&self.x, &self.w, &self.b],
+            &[x_ty, w_ty, b_ty],
+            std::slice::from_ref(y_ty),
+        )?;
+        let TensorData::U8(wv) = want[0].data() else {
+            unreachable!("the output type is u8")
+        };
+        if wv != &out {
+            return Err(format!("{what}: differs from the interpreter").into());
+        }
+        Ok((best, median(times)))
+    }
+
+    /// The widening step alone, `runs` times: the best time in seconds.
+    fn time_widen(&self, runs: usize) -> f64 {
+        let mut scratch = self.kernel.new_scratch();
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                self.kernel
+                    .widen_into(self.xv(), &mut scratch)
+                    .expect("one image and the kernel's own scratch");
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
 }
 
 /// A general-path layer of the suite: `c_in → c_out` in `groups` groups, a `size`×`size`
@@ -349,109 +435,27 @@ fn general_suite(
         }
         let (k, s, g) = (shape.kernel, shape.stride, shape.groups);
         let (ci, co, size) = (shape.c_in, shape.c_out, shape.size);
-        let out_size = (size + 2 * (k / 2) - k) / s + 1;
-        let cin_g = ci / g;
-        let x = Tensor::new(
-            vec![1, ci, size, size],
-            TensorData::U8((0..ci * size * size).map(|_| next() as u8).collect()),
+        let mut layer = SuiteLayer::new(
+            &mut next,
+            [ci, co, g],
+            size,
+            k,
+            s,
+            &tuning,
+            disasm.is_some(),
         )?;
-        let w = Tensor::new(
-            vec![co, cin_g, k, k],
-            TensorData::I8((0..co * cin_g * k * k).map(|_| next() as i8).collect()),
-        )?;
-        let b = Tensor::new(
-            vec![co],
-            TensorData::I32((0..co).map(|_| (next() % 20000) as i32 - 10000).collect()),
-        )?;
-        let x_ty = TensorType::new(DType::U8, vec![1, ci, size, size])
-            .with_quant(Quant::per_tensor(0.02, 128));
-        let w_ty = TensorType::new(DType::I8, vec![co, cin_g, k, k]).with_quant(Quant::PerAxis {
-            axis: 0,
-            scales: (0..co).map(|i| 0.001 + 0.0001 * (i % 64) as f32).collect(),
-            zero_points: vec![0; co],
-        });
-        let b_ty = TensorType::new(DType::I32, vec![co]);
-        let y_ty = TensorType::new(DType::U8, vec![1, co, out_size, out_size])
-            .with_quant(Quant::per_tensor(0.05, 0));
-        let attrs = ConvAttrs {
-            kernel: vec![k, k],
-            strides: vec![s, s],
-            pads: vec![k / 2; 4],
-            dilations: vec![1, 1],
-            groups: g,
-            act: Some(Activation::Relu),
-        };
-        let node = QConvNode {
-            attrs: &attrs,
-            x_ty: &x_ty,
-            w: &w,
-            w_ty: &w_ty,
-            bias: Some((&b, &b_ty)),
-            out_ty: &y_ty,
-        };
-        let options = JitOptions {
-            capture_disassembly: disasm.is_some(),
-            verify: Some(false),
-        };
-        let kernel = QConvKernel::compile(&node, &options, &tuning)?;
-        if let (Some(path), Some(listing)) = (disasm, kernel.disassembly()) {
-            let widen = kernel.widen_disassembly().unwrap_or_default();
-            std::fs::write(path, format!("{widen}\n{listing}"))?;
-        }
-        let mut scratch = kernel.new_scratch();
-        let TensorData::U8(xv) = x.data() else {
-            unreachable!("x was built as u8")
-        };
-        let mut out = vec![0u8; co * out_size * out_size];
-        for _ in 0..3 {
-            kernel.run_into(xv, &mut out, &mut scratch)?;
-        }
-        let mut time = |widen_only: bool| -> Vec<f64> {
-            (0..runs)
-                .map(|_| {
-                    let t = Instant::now();
-                    if widen_only {
-                        kernel
-                            .widen_into(xv, &mut scratch)
-                            .expect("buffers were checked by the warm-up runs");
-                    } else {
-                        kernel
-                            .run_into(xv, &mut out, &mut scratch)
-                            .expect("buffers were checked by the warm-up runs");
-                    }
-                    t.elapsed().as_secs_f64()
-                })
-                .collect()
-        };
-        let times = time(false);
-        let widen_times = time(true);
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let widen_best = widen_times.iter().copied().fold(f64::INFINITY, f64::min);
-        let med = median(times);
-        kernel.run_into(xv, &mut out, &mut scratch)?;
-        let want = kiln_interp::eval_op(
-            &Op::QConv(attrs.clone()),
-            &[&x, &w, &b],
-            &[&x_ty, &w_ty, &b_ty],
-            std::slice::from_ref(&y_ty),
-        )?;
-        let TensorData::U8(wv) = want[0].data() else {
-            unreachable!("the output type is u8")
-        };
-        if wv != &out {
-            return Err(format!(
-                "{} {ci}→{co} g{g} {k}x{k} s{s}: differs from the interpreter",
-                shape.model
-            )
-            .into());
-        }
+        layer.write_disassembly(disasm, true)?;
+        let what = format!("{} {ci}→{co} g{g} {k}x{k} s{s}", shape.model);
+        let (best, med) = layer.time_and_check(runs, &what)?;
+        let widen_best = layer.time_widen(runs);
+        let kernel = &layer.kernel;
         let macs = kernel.macs() as f64;
         let (mr, nc) = kernel.tile();
         println!(
             "{:<11} {:>9} {g:>3} {:>9} {:>7} {:>7.2} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>6.0}%  {mr}x{nc} {:?}",
             shape.model,
             format!("{ci}→{co}"),
-            format!("{size}→{out_size}"),
+            format!("{size}→{}", layer.out_size),
             format!("{k}x{k} s{s}"),
             macs / 1e6,
             best * 1e3,
@@ -467,13 +471,8 @@ fn general_suite(
 
 /// Deterministic pseudo-random contents (an LCG): only the timing matters here.
 fn lcg() -> impl FnMut() -> u32 {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u32
-    }
+    let mut lcg = Lcg::new(0x2545_F491_4F6C_DD1D);
+    move || lcg.next_u32()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,6 +6,7 @@
 //! --runs R --no-vnni]` (default 256 × 512 × 512).
 
 use kiln_codegen::probe::probe_host;
+use kiln_codegen::testing::Lcg;
 use kiln_codegen::{InnerProduct, JitOptions, QMatMulKernel, QMatMulNode, QMatMulTuning};
 use kiln_ir::{DType, Op, Quant, Tensor, TensorData, TensorType};
 use std::time::Instant;
@@ -24,13 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let allow_vnni = !args.iter().any(|a| a == "--no-vnni");
 
     // deterministic pseudo-random contents (an LCG): only the timing matters here
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u32
-    };
+    let mut lcg = Lcg::new(0x2545_F491_4F6C_DD1D);
+    let mut next = move || lcg.next_u32();
     let a = Tensor::new(
         vec![m, k],
         TensorData::U8((0..m * k).map(|_| next() as u8).collect()),

@@ -993,15 +993,8 @@ mod tests {
 
     /// Deterministic pseudo-random floats in [-2, 2) (an LCG).
     fn floats(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        let mut lcg = crate::testing::Lcg::new(seed);
+        (0..len).map(|_| lcg.unit_f32() * 4.0 - 2.0).collect()
     }
 
     /// The row kernel gives the micro-kernel's bits (same k order, same `fma`, same bias

@@ -38,6 +38,7 @@ use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
+use kiln_ir::infer::broadcast_shapes;
 use kiln_ir::{Activation, BinaryOp, DType, Quant, Tensor, TensorType};
 
 /// What a chain node computes.
@@ -161,26 +162,6 @@ fn per_tensor(ty: &TensorType) -> Result<(f32, i32, (i32, i32)), String> {
 fn trimmed(shape: &[usize]) -> &[usize] {
     let lead = shape.iter().take_while(|&&d| d == 1).count();
     &shape[lead..]
-}
-
-/// Numpy broadcast of two shapes, `None` when they do not broadcast.
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let dim = |s: &[usize], d: usize| {
-        if d + s.len() < rank {
-            1
-        } else {
-            s[d + s.len() - rank]
-        }
-    };
-    (0..rank)
-        .map(|d| match (dim(a, d), dim(b, d)) {
-            (x, y) if x == y => Some(x),
-            (1, y) => Some(y),
-            (x, 1) => Some(x),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A compiled chain of elementwise nodes.
@@ -427,7 +408,7 @@ fn check_node(node: &ChainNode, args: &[&TensorType]) -> Result<(), String> {
         }
         ChainOp::Binary(_) => {
             f32_only(&[args[0], args[1], out])?;
-            match broadcast_shape(&args[0].shape, &args[1].shape) {
+            match broadcast_shapes(&args[0].shape, &args[1].shape) {
                 Some(shape) if shape == out.shape => Ok(()),
                 _ => Err(format!(
                     "{} and {} do not broadcast to {out}",

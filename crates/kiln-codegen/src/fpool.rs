@@ -492,9 +492,16 @@ mod tests {
     /// The global kernel gives the window kernel's bits (max and average) over 1-D to 3-D
     /// inputs: channel counts with and without a partial block of 4 and with and without
     /// full passes, pixel counts with and without a tail after the groups of 4.
+    /// A float of mixed magnitude from an LCG state (mantissa from bits 40.., exponent
+    /// −12..11 from bits 20..), so the order of the additions shows in the bits.
+    fn mixed_magnitude(state: u64) -> f32 {
+        let mantissa = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        mantissa * f32::powi(2.0, ((state >> 20) % 24) as i32 - 12)
+    }
+
     #[test]
     fn global_pool_matches_window_kernel_bitwise() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut lcg = crate::testing::Lcg::new(0x2545_F491_4F6C_DD1D);
         for shape in [
             vec![2, 5, 3, 3],
             vec![1, 96, 7, 7],
@@ -505,16 +512,7 @@ mod tests {
             vec![1, 20, 4, 4],
         ] {
             let len: usize = shape.iter().product();
-            let data: Vec<f32> = (0..len)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    // mixed magnitudes, so the order of the additions shows in the bits
-                    let mantissa = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                    mantissa * f32::powi(2.0, ((state >> 20) % 24) as i32 - 12)
-                })
-                .collect();
+            let data: Vec<f32> = (0..len).map(|_| mixed_magnitude(lcg.step())).collect();
             let x_ty = TensorType::new(DType::F32, shape.clone());
             for kind in [PoolKind::Average, PoolKind::Max] {
                 let attrs = global_pool_attrs("global_pool", &x_ty).expect("has spatial dims");
@@ -540,7 +538,7 @@ mod tests {
     /// NaN and ±∞ among mixed magnitudes (max's strict `>`), 1-D and 2-D.
     #[test]
     fn row_pool_matches_window_kernel_bitwise() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut lcg = crate::testing::Lcg::new(0x9E37_79B9_7F4A_7C15);
         let cases: [(Vec<usize>, usize, usize, usize, bool); 8] = [
             (vec![1, 3, 9, 28], 3, 2, 1, false),
             (vec![2, 5, 7, 15], 3, 2, 1, true),
@@ -555,17 +553,12 @@ mod tests {
             let len: usize = shape.iter().product();
             let data: Vec<f32> = (0..len)
                 .map(|i| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    let state = lcg.step();
                     match i % 97 {
                         13 => f32::NAN,
                         41 => f32::INFINITY,
                         67 => f32::NEG_INFINITY,
-                        _ => {
-                            let mantissa = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                            mantissa * f32::powi(2.0, ((state >> 20) % 24) as i32 - 12)
-                        }
+                        _ => mixed_magnitude(state),
                     }
                 })
                 .collect();

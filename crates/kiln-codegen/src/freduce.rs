@@ -11,28 +11,8 @@ use crate::tensor_io::{bad_buffer, f32_operand, f32_result, shape_name};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
+use kiln_ir::infer::broadcast_shapes;
 use kiln_ir::{BinaryOp, DType, Tensor, TensorType};
-
-/// Numpy broadcasting of two shapes, or `None` when they do not broadcast.
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let dim = |s: &[usize], d: usize| {
-        let lead = rank - s.len();
-        if d < lead {
-            1
-        } else {
-            s[d - lead]
-        }
-    };
-    (0..rank)
-        .map(|d| match (dim(a, d), dim(b, d)) {
-            (x, y) if x == y => Some(x),
-            (1, y) => Some(y),
-            (x, 1) => Some(x),
-            _ => None,
-        })
-        .collect()
-}
 
 fn require_plain_f32(op: &'static str, ty: &TensorType) -> Result<(), CodegenError> {
     if ty.dtype == DType::F32 && ty.quant.is_none() {
@@ -95,7 +75,7 @@ impl SumKernel {
         let mut step_lens = Vec::with_capacity(rest.len());
         for ty in rest {
             let next =
-                broadcast_shape(&shape, &ty.shape).ok_or_else(|| CodegenError::InvalidOp {
+                broadcast_shapes(&shape, &ty.shape).ok_or_else(|| CodegenError::InvalidOp {
                     op: OP,
                     reason: format!("{shape:?} and {:?} do not broadcast", ty.shape),
                 })?;
@@ -425,13 +405,6 @@ fn emit_reduce_mean(b: &mut FunctionBuilder, rows: usize, n: usize, count: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broadcast_shapes() {
-        assert_eq!(broadcast_shape(&[2, 1, 3], &[4, 1]), Some(vec![2, 4, 3]));
-        assert_eq!(broadcast_shape(&[], &[5]), Some(vec![5]));
-        assert_eq!(broadcast_shape(&[2, 3], &[4, 3]), None);
-    }
 
     #[test]
     fn row_major_offsets() {

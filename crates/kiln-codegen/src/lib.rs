@@ -103,6 +103,8 @@ pub mod qconv;
 pub mod qmatmul;
 pub mod quantize;
 pub mod resize;
+#[doc(hidden)]
+pub mod testing;
 
 mod clif;
 mod fact;

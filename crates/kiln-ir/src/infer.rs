@@ -680,8 +680,9 @@ fn infer_global_pool(
 // Elementwise and normalization
 // ---------------------------------------------------------------------------------------
 
-/// numpy broadcasting: dims aligned from the right, equal or one of them 1.
-fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+/// numpy broadcasting: dims aligned from the right, equal or one of them 1; `None` when
+/// the shapes do not broadcast. (The kernels that broadcast call this too.)
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, slot) in out.iter_mut().enumerate() {
@@ -1514,6 +1515,13 @@ mod tests {
     use super::*;
     use crate::op::{BinaryOp, CoordTransform, NearestMode};
     use crate::pool::ConstId;
+
+    #[test]
+    fn broadcast_shapes_follow_numpy() {
+        assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]), Some(vec![2, 4, 3]));
+        assert_eq!(broadcast_shapes(&[], &[5]), Some(vec![5]));
+        assert_eq!(broadcast_shapes(&[2, 3], &[4, 3]), None);
+    }
 
     fn t(dtype: DType, shape: &[usize]) -> TensorType {
         TensorType::new(dtype, shape.to_vec())

@@ -584,6 +584,40 @@ impl QConvKernel {
     }
 }
 
+/// Compile `node` with the byte dot product allowed and with `pmaddwd` forced, check each
+/// takes `path`, and compare its output on `x` with the interpreter's (`what` names the
+/// case in a failure): the unit tests' check of a kernel against the reference semantics.
+#[cfg(test)]
+pub(crate) fn assert_matches_interpreter(
+    node: &QConvNode,
+    x: &Tensor,
+    path: QConvPath,
+    options: &JitOptions,
+    what: &str,
+) {
+    let (inputs, types): (Vec<&Tensor>, Vec<&TensorType>) = [(x, node.x_ty), (node.w, node.w_ty)]
+        .into_iter()
+        .chain(node.bias)
+        .unzip();
+    let want = kiln_interp::eval_op(
+        &kiln_ir::Op::QConv(node.attrs.clone()),
+        &inputs,
+        &types,
+        std::slice::from_ref(node.out_ty),
+    )
+    .expect("a valid conv");
+    for allow_vnni in [true, false] {
+        let tuning = QConvTuning {
+            allow_vnni,
+            ..QConvTuning::default()
+        };
+        let kernel = QConvKernel::compile(node, options, &tuning).expect("compiles");
+        assert_eq!(kernel.path(), path, "{what} vnni {allow_vnni}");
+        let got = kernel.run(x).expect("runs");
+        assert_eq!(got, want[0], "{what} vnni {allow_vnni}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,13 +728,8 @@ mod tests {
     /// next to a last partial tile; checked against the interpreter with and without VNNI.
     #[test]
     fn wide_rows_match_the_interpreter() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut lcg = crate::testing::Lcg::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || lcg.next_u32();
         // (C_in, C_out, groups, height, width, kernel, stride, pad, i8 activations)
         let shapes = [
             (8, 12, 2, 3, 37, 1, 1, 0, false),
@@ -753,13 +782,6 @@ mod tests {
                 groups,
                 act: Some(Activation::Relu),
             };
-            let want = kiln_interp::eval_op(
-                &kiln_ir::Op::QConv(attrs.clone()),
-                &[&x, &wt, &b],
-                &[&x_ty, &w_ty, &b_ty],
-                std::slice::from_ref(&y_ty),
-            )
-            .unwrap();
             let node = QConvNode {
                 attrs: &attrs,
                 x_ty: &x_ty,
@@ -768,19 +790,13 @@ mod tests {
                 bias: Some((&b, &b_ty)),
                 out_ty: &y_ty,
             };
-            for allow_vnni in [true, false] {
-                let tuning = QConvTuning {
-                    allow_vnni,
-                    ..QConvTuning::default()
-                };
-                let kernel = QConvKernel::compile(&node, &JitOptions::default(), &tuning).unwrap();
-                assert_eq!(kernel.path(), QConvPath::General);
-                let got = kernel.run(&x).unwrap();
-                assert_eq!(
-                    got, want[0],
-                    "{c_in}→{c_out} g{groups} {h}×{w} k{k} s{s} p{pad} vnni {allow_vnni}"
-                );
-            }
+            assert_matches_interpreter(
+                &node,
+                &x,
+                QConvPath::General,
+                &JitOptions::default(),
+                &format!("{c_in}→{c_out} g{groups} {h}×{w} k{k} s{s} p{pad}"),
+            );
         }
     }
 
