@@ -55,7 +55,7 @@ pub enum ChainOp {
 }
 
 impl ChainOp {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ChainOp::Dequantize => "dequantize",
             ChainOp::Quantize => "quantize",
@@ -194,44 +194,7 @@ impl ElementwiseChainKernel {
     ) -> Result<ElementwiseChainKernel, CodegenError> {
         const OP: &str = "elementwise_chain";
         let invalid = |reason: String| CodegenError::InvalidOp { op: OP, reason };
-        let Some(last) = nodes.last() else {
-            return Err(invalid("a chain of no nodes".to_string()));
-        };
-        let out_ty = last.out_ty.clone();
-        let mut read = vec![false; operands.len()];
-        for (i, node) in nodes.iter().enumerate() {
-            let node_invalid =
-                |reason: String| invalid(format!("node {i} ({}): {reason}", node.op.name()));
-            let mut arg_tys = Vec::with_capacity(node.args.len());
-            for &arg in &node.args {
-                arg_tys.push(match arg {
-                    ChainArg::Operand(k) => operands.get(k).ok_or_else(|| {
-                        node_invalid(format!("operand {k} of {}", operands.len()))
-                    })?,
-                    ChainArg::Node(j) if j < i => &nodes[j].out_ty,
-                    ChainArg::Node(j) => {
-                        return Err(node_invalid(format!("reads node {j}, not an earlier one")))
-                    }
-                });
-            }
-            check_node(node, &arg_tys).map_err(node_invalid)?;
-            if trimmed(&node.out_ty.shape) != trimmed(&out_ty.shape)
-                || node.out_ty.shape.len() > out_ty.shape.len()
-            {
-                return Err(node_invalid(format!(
-                    "output {} is not laid out as the chain's output {out_ty}",
-                    node.out_ty
-                )));
-            }
-            for &arg in &node.args {
-                if let ChainArg::Operand(k) = arg {
-                    read[k] = true;
-                }
-            }
-        }
-        if let Some(k) = read.iter().position(|&r| !r) {
-            return Err(invalid(format!("operand {k} is never read")));
-        }
+        let out_ty = validate(operands, nodes)?;
         let shapes: Vec<&[usize]> = operands.iter().map(|t| t.shape.as_slice()).collect();
         let (n, reads, offsets) = broadcast_rows_n(&shapes, &out_ty.shape).map_err(invalid)?;
         let (n, offsets) = split_rows(n, &reads, offsets);
@@ -371,6 +334,56 @@ impl ElementwiseChainKernel {
 }
 
 /// Check one node against the interpreter's rules for its op, given its argument types.
+/// Check a chain (see [`ElementwiseChainKernel::compile`]) and return its output type.
+pub(crate) fn validate(
+    operands: &[TensorType],
+    nodes: &[ChainNode],
+) -> Result<TensorType, CodegenError> {
+    let invalid = |reason: String| CodegenError::InvalidOp {
+        op: "elementwise_chain",
+        reason,
+    };
+    let Some(last) = nodes.last() else {
+        return Err(invalid("a chain of no nodes".to_string()));
+    };
+    let out_ty = last.out_ty.clone();
+    let mut read = vec![false; operands.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        let node_invalid =
+            |reason: String| invalid(format!("node {i} ({}): {reason}", node.op.name()));
+        let mut arg_tys = Vec::with_capacity(node.args.len());
+        for &arg in &node.args {
+            arg_tys.push(match arg {
+                ChainArg::Operand(k) => operands
+                    .get(k)
+                    .ok_or_else(|| node_invalid(format!("operand {k} of {}", operands.len())))?,
+                ChainArg::Node(j) if j < i => &nodes[j].out_ty,
+                ChainArg::Node(j) => {
+                    return Err(node_invalid(format!("reads node {j}, not an earlier one")))
+                }
+            });
+        }
+        check_node(node, &arg_tys).map_err(node_invalid)?;
+        if trimmed(&node.out_ty.shape) != trimmed(&out_ty.shape)
+            || node.out_ty.shape.len() > out_ty.shape.len()
+        {
+            return Err(node_invalid(format!(
+                "output {} is not laid out as the chain's output {out_ty}",
+                node.out_ty
+            )));
+        }
+        for &arg in &node.args {
+            if let ChainArg::Operand(k) = arg {
+                read[k] = true;
+            }
+        }
+    }
+    if let Some(k) = read.iter().position(|&r| !r) {
+        return Err(invalid(format!("operand {k} is never read")));
+    }
+    Ok(out_ty)
+}
+
 fn check_node(node: &ChainNode, args: &[&TensorType]) -> Result<(), String> {
     let out = &node.out_ty;
     let arity = match node.op {
@@ -419,20 +432,42 @@ fn check_node(node: &ChainNode, args: &[&TensorType]) -> Result<(), String> {
     }
 }
 
-/// What the generated code needs of a checked chain.
-struct Program<'a> {
-    operands: &'a [TensorType],
-    operand_dtypes: Vec<DType>,
+/// What the generated code needs of a checked chain ([`validate`]).
+pub(crate) struct Program<'a> {
+    pub(crate) operands: &'a [TensorType],
+    pub(crate) operand_dtypes: Vec<DType>,
+    /// How the row loop reads each operand (unused by [`Program::eval`]).
     reads: Vec<Read>,
-    nodes: &'a [ChainNode],
+    pub(crate) nodes: &'a [ChainNode],
     /// `x86_cvtt2dq` for the exact conversion of Quantize (as `QuantizeKernel`).
     exact_cvtt: bool,
 }
 
-impl Program<'_> {
+impl<'a> Program<'a> {
+    /// A checked chain evaluated lane by lane by another kernel (the int8 convolution's
+    /// fused epilogue), whose operands it loads itself.
+    pub(crate) fn for_lanes(
+        operands: &'a [TensorType],
+        nodes: &'a [ChainNode],
+        exact_cvtt: bool,
+    ) -> Program<'a> {
+        Program {
+            operands,
+            operand_dtypes: operands.iter().map(|t| t.dtype).collect(),
+            reads: vec![Read::Run; operands.len()],
+            nodes,
+            exact_cvtt,
+        }
+    }
+
+    /// The output's dtype.
+    pub(crate) fn out_dtype(&self) -> DType {
+        self.nodes.last().expect("a chain has nodes").out_ty.dtype
+    }
+
     /// The chain's value for one vector step: `operands` are the operands' lanes (F32X4 for
     /// f32, I32X4 for u8/i8).
-    fn eval(&self, b: &mut FunctionBuilder, operands: &[Value]) -> Value {
+    pub(crate) fn eval(&self, b: &mut FunctionBuilder, operands: &[Value]) -> Value {
         let mut values: Vec<Value> = Vec::with_capacity(self.nodes.len());
         for node in self.nodes {
             let args: Vec<Value> = node
@@ -493,7 +528,7 @@ const STEP: usize = 16;
 /// Load `lanes` (1, 4 or 16) consecutive elements of an operand at `ptr + offset` as
 /// vectors of four lanes (f32 as F32X4, u8/i8 widened to I32X4): one vector (a one-element
 /// load splat) for 1 and 4, four for 16.
-fn load_run(
+pub(crate) fn load_run(
     b: &mut FunctionBuilder,
     dtype: DType,
     ptr: Value,
@@ -551,7 +586,7 @@ fn load_run(
 /// `ptr + offset`: `values` holds one vector (lane 0 stored for 1) or four (for 16);
 /// u8/i8 outputs are narrowed with saturation as `QuantizeKernel` does (exact: the values
 /// are already in range).
-fn store_run(
+pub(crate) fn store_run(
     b: &mut FunctionBuilder,
     dtype: DType,
     values: &[Value],

@@ -130,7 +130,9 @@ pub use imatmul::MatMulIntegerKernel;
 pub use jit::{IsaFeatures, Jit, JitOptions, KernelCode};
 pub use maxpool::{MaxPoolKernel, MaxPoolScratch};
 pub use movement::MoveKernel;
-pub use qconv::{InnerProduct, Int8, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning};
+pub use qconv::{
+    InnerProduct, Int8, QConvEpilogue, QConvKernel, QConvNode, QConvPath, QConvScratch, QConvTuning,
+};
 pub use qmatmul::{QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning};
 pub use quantize::{DequantizeKernel, QuantizeKernel, QuantizedInt};
 pub use resize::{ResizeKernel, ResizeScratch};

@@ -12,9 +12,9 @@ use kiln_codegen::{
     DynamicQuantizeKernel, ElementwiseChainKernel, FConvKernel, FConvNode, FConvScratch,
     FConvTransposeKernel, FConvTransposeNode, FConvTransposeScratch, GemmKernel, JitOptions,
     LrnKernel, MatMulIntegerKernel, MaxPoolKernel, MaxPoolScratch, MoveKernel, PoolKernel,
-    PoolKind, PoolScratch, QConvKernel, QConvNode, QConvScratch, QConvTuning, QMatMulKernel,
-    QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, ReduceMeanKernel, ResizeKernel,
-    ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
+    PoolKind, PoolScratch, QConvEpilogue, QConvKernel, QConvNode, QConvScratch, QConvTuning,
+    QMatMulKernel, QMatMulNode, QMatMulScratch, QMatMulTuning, QuantizeKernel, ReduceMeanKernel,
+    ResizeKernel, ResizeScratch, SoftmaxKernel, SumKernel, SumScratch,
 };
 use kiln_ir::{
     ConvAttrs, ConvTransposeAttrs, DType, Graph, Node, NodeId, Op, Quant, ResizeMode, Tensor,
@@ -45,6 +45,11 @@ pub struct Options {
     /// activations and add/sub/mul/div) whose intermediate values have no other use into
     /// one kernel each ([`ElementwiseChainKernel`]); results are bit-identical either way.
     pub fuse_elementwise: bool,
+    /// Fuse an elementwise chain that alone reads an int8 convolution's output into the
+    /// conv's epilogue ([`QConvKernel::compile_fused`]: a residual add with its own
+    /// requantization, a Dequantize to f32); needs `fuse_elementwise`. Bit-identical
+    /// either way.
+    pub fuse_conv_epilogues: bool,
 }
 
 impl Default for Options {
@@ -56,6 +61,7 @@ impl Default for Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             min_macs_per_thread: 1 << 20,
             fuse_elementwise: true,
+            fuse_conv_epilogues: true,
         }
     }
 }
@@ -292,6 +298,12 @@ enum Kernel {
         kernel: Box<QConvKernel>,
         x: DType,
         y: DType,
+        threads: usize,
+    },
+    /// A QConv with an elementwise chain fused into its epilogue: reads the conv's input,
+    /// then the chain's other operands; writes the chain's output. Split as `QConv`.
+    FusedQConv {
+        kernel: Box<QConvKernel>,
         threads: usize,
     },
     /// `b` is `Some(dtype)` when it is read at run time (the kernel's second operand),
@@ -533,6 +545,9 @@ impl Kernel {
             ),
             Kernel::Cast(kernel) => kernel.run_into(reads[0], out),
             Kernel::Chain { kernel, threads } => kernel.run_into_threads(reads, out, *threads),
+            Kernel::FusedQConv { kernel, threads } => {
+                kernel.run_fused_into_threads(reads[0], &reads[1..], out, qconv_scratch, *threads)
+            }
             Kernel::MatMulInteger {
                 kernel,
                 a_zero_point,
@@ -704,11 +719,8 @@ impl CompiledModel {
                 // a shape-only op whose output shares its input's bytes: nothing to run
                 continue;
             }
-            if let Some(kernel) = chains.remove(&node_id) {
-                // an element of a chain (a few f32 operations and int8 conversions, ~0.2 ns)
-                // costs about as much as 8 int8 multiply-accumulates (~0.025 ns each)
-                let threads = options.threads_for(8 * kernel.elements() as u64);
-                steps.push(chain_step(graph, node_id, kernel, threads, &mut binder)?);
+            if let Some(fused) = chains.remove(&node_id) {
+                steps.push(fused_step(graph, node_id, fused, options, &mut binder)?);
             } else if let Some(step) = compile_node(graph, node_id, options, &mut binder)? {
                 steps.push(step);
             }
@@ -730,7 +742,9 @@ impl CompiledModel {
         let qconv_scratch_bytes = steps
             .iter()
             .filter_map(|step| match &step.kernel {
-                Kernel::QConv { kernel, .. } => Some(kernel.scratch_bytes()),
+                Kernel::QConv { kernel, .. } | Kernel::FusedQConv { kernel, .. } => {
+                    Some(kernel.scratch_bytes())
+                }
                 _ => None,
             })
             .max()
@@ -960,19 +974,34 @@ fn trimmed(shape: &[usize]) -> &[usize] {
     &shape[lead..]
 }
 
+/// A fused kernel that runs in place of several nodes.
+enum Fused {
+    /// A chain of elementwise nodes.
+    Chain(Box<ElementwiseChainKernel>),
+    /// A QConv and the chain that reads its output, in the conv's epilogue; the
+    /// placeholder's first `conv_inputs` inputs are the conv's (input, weights, bias).
+    Conv {
+        kernel: Box<QConvKernel>,
+        conv_inputs: usize,
+    },
+}
+
 /// Find the chains of elementwise nodes to fuse and compile each into one kernel. A chain
 /// node's value is kept in registers (the node joins its user's chain) when its only user
 /// is one chain node — not a graph output — of the same layout (only a chain's external
-/// operands broadcast, so no element is computed twice). Each chain of two or more nodes
-/// whose kernel compiles is replaced, in a copy of the graph, by one node (named and typed
-/// as the chain's last node, its op a placeholder: `chains` maps it to its kernel, which
-/// the schedule runs in its place) reading the chain's operands: the memory plan then
-/// keeps those live until the chain runs and gives its inner values no memory. `None`
-/// when nothing fuses.
+/// operands broadcast, so no element is computed twice). A chain (of any length) one of
+/// whose operands is the output of a QConv read by nothing else goes into that conv's
+/// epilogue ([`QConvKernel::compile_fused`]: the residual add with its requantization, a
+/// Dequantize to f32) when the kernel takes it; other chains of two or more nodes whose
+/// kernel compiles run as one [`ElementwiseChainKernel`]. Each fusion is replaced, in a
+/// copy of the graph, by one node (named and typed as the chain's last node, its op a
+/// placeholder: `fused` maps it to its kernel, which the schedule runs in its place)
+/// reading the kernel's operands: the memory plan then keeps those live until it runs and
+/// gives the inner values no memory. `None` when nothing fuses.
 fn fuse_elementwise_chains(
     graph: &Graph,
     options: &Options,
-    chains: &mut HashMap<NodeId, Box<ElementwiseChainKernel>>,
+    chains: &mut HashMap<NodeId, Fused>,
 ) -> Result<Option<Graph>, RuntimeError> {
     let order = graph.topo_order()?;
     let ops: HashMap<NodeId, ChainOp> = order
@@ -1013,9 +1042,10 @@ fn fuse_elementwise_chains(
         }
         members.entry(last).or_default().push(id);
     }
+    // (chain's last node, placeholder inputs, nodes it replaces)
     let mut fused: Vec<(NodeId, Vec<ValueId>, Vec<NodeId>)> = Vec::new();
     for &last in &order {
-        let Some(nodes) = members.get(&last).filter(|m| m.len() >= 2) else {
+        let Some(nodes) = members.get(&last) else {
             continue;
         };
         let position: HashMap<NodeId, usize> =
@@ -1050,10 +1080,43 @@ fn fuse_elementwise_chains(
             .iter()
             .map(|&v| graph.value_type(v).clone())
             .collect();
+        if options.fuse_conv_epilogues {
+            if let Some((conv, kernel, conv_operand)) =
+                conv_epilogue(graph, options, nodes, &operands, &operand_tys, &chain)
+            {
+                let conv_node = graph.node(conv);
+                let inputs: Vec<ValueId> = conv_node
+                    .inputs()
+                    .iter()
+                    .copied()
+                    .chain(
+                        operands
+                            .iter()
+                            .enumerate()
+                            .filter(|&(k, _)| k != conv_operand)
+                            .map(|(_, &v)| v),
+                    )
+                    .collect();
+                let replaced = nodes.iter().copied().chain([conv]).collect();
+                fused.push((last, inputs, replaced));
+                let conv_inputs = conv_node.inputs().len();
+                chains.insert(
+                    last,
+                    Fused::Conv {
+                        kernel: Box::new(kernel),
+                        conv_inputs,
+                    },
+                );
+                continue;
+            }
+        }
+        if nodes.len() < 2 {
+            continue;
+        }
         // a chain the kernel rejects runs node by node
         if let Ok(kernel) = ElementwiseChainKernel::compile(&operand_tys, &chain, &options.jit) {
             fused.push((last, operands, nodes.clone()));
-            chains.insert(last, Box::new(kernel));
+            chains.insert(last, Fused::Chain(Box::new(kernel)));
         }
     }
     if fused.is_empty() {
@@ -1062,12 +1125,12 @@ fn fuse_elementwise_chains(
     let mut collapsed = graph.clone();
     let mut kernels = HashMap::new();
     let mut replaced = Vec::with_capacity(fused.len());
-    for (last, operands, _) in &fused {
+    for (last, inputs, _) in &fused {
         let node = graph.node(*last);
         let out = collapsed.add_node_typed(
             node.name.clone(),
             node.op.clone(),
-            operands,
+            inputs,
             node.outputs.clone(),
         )[0];
         let kernel = chains.remove(last).expect("compiled above");
@@ -1093,18 +1156,98 @@ fn fuse_elementwise_chains(
     Ok(Some(collapsed))
 }
 
-/// The step of a fused chain: `node` is its placeholder, whose inputs are the chain's
-/// operands in the kernel's order.
-fn chain_step(
+/// The QConv whose output is `operands[k]` and is read by the chain `nodes` alone (not a
+/// graph output), compiled with the chain in its epilogue; `None` when there is none or its
+/// kernel does not take the chain (then the chain runs on its own).
+fn conv_epilogue(
+    graph: &Graph,
+    options: &Options,
+    nodes: &[NodeId],
+    operands: &[ValueId],
+    operand_tys: &[TensorType],
+    chain: &[ChainNode],
+) -> Option<(NodeId, QConvKernel, usize)> {
+    operands.iter().enumerate().find_map(|(k, &v)| {
+        let conv = graph.node(v.node);
+        let Op::QConv(attrs) = &conv.op else {
+            return None;
+        };
+        let only_chain =
+            graph.users(v).iter().all(|(u, _)| nodes.contains(u)) && !graph.outputs().contains(&v);
+        if !only_chain {
+            return None;
+        }
+        let node = qconv_node(graph, conv, attrs).ok()?;
+        let epilogue = QConvEpilogue {
+            operands: operand_tys,
+            conv_operand: k,
+            nodes: chain,
+        };
+        QConvKernel::compile_fused(&node, Some(&epilogue), &options.jit, &options.qconv)
+            .ok()
+            .map(|kernel| (v.node, kernel, k))
+    })
+}
+
+/// A QConv node's operands for [`QConvKernel`], or why they do not fit (weights and bias
+/// must be constants).
+fn qconv_node<'g>(
+    graph: &'g Graph,
+    node: &'g Node,
+    attrs: &'g ConvAttrs,
+) -> Result<QConvNode<'g>, String> {
+    let ins = between(node, 2, 3)?;
+    let (x, w) = (ins[0], ins[1]);
+    // weights and bias are packed into the kernel at compile time
+    let bias = match ins.get(2) {
+        Some(&b) => Some((constant_operand(graph, b, "bias")?, graph.value_type(b))),
+        None => None,
+    };
+    Ok(QConvNode {
+        attrs,
+        x_ty: graph.value_type(x),
+        w: constant_operand(graph, w, "weights")?,
+        w_ty: graph.value_type(w),
+        bias,
+        out_ty: &node.outputs[0].ty,
+    })
+}
+
+/// The step of a fused chain or conv: `node` is its placeholder, whose inputs are the
+/// kernel's operands in its order (a fused conv's own inputs first: its weights and bias are
+/// packed, only its input is read).
+fn fused_step(
     graph: &Graph,
     node_id: NodeId,
-    kernel: Box<ElementwiseChainKernel>,
-    threads: usize,
+    fused: Fused,
+    options: &Options,
     binder: &mut Binder,
 ) -> Result<Step, RuntimeError> {
     let node = graph.node(node_id);
-    let mut reads = Vec::with_capacity(node.inputs().len());
-    for &v in node.inputs() {
+    let (kernel, read_values, op): (Kernel, Vec<ValueId>, &'static str) = match fused {
+        Fused::Chain(kernel) => {
+            // an element of a chain (a few f32 operations and int8 conversions, ~0.2 ns)
+            // costs about as much as 8 int8 multiply-accumulates (~0.025 ns each)
+            let threads = options.threads_for(8 * kernel.elements() as u64);
+            (
+                Kernel::Chain { kernel, threads },
+                node.inputs().to_vec(),
+                "fused_elementwise",
+            )
+        }
+        Fused::Conv {
+            kernel,
+            conv_inputs,
+        } => {
+            let reads = std::iter::once(node.inputs()[0])
+                .chain(node.inputs()[conv_inputs..].iter().copied())
+                .collect();
+            let threads = options.threads_for(kernel.macs());
+            (Kernel::FusedQConv { kernel, threads }, reads, "qconv_fused")
+        }
+    };
+    let mut reads = Vec::with_capacity(read_values.len());
+    for v in read_values {
         reads.push(binder.place(v)?);
     }
     let writes = vec![binder.place(ValueId {
@@ -1113,8 +1256,8 @@ fn chain_step(
     })?];
     Ok(Step {
         node: node.name.clone(),
-        op: "fused_elementwise",
-        kernel: Kernel::Chain { kernel, threads },
+        op,
+        kernel,
         reads,
         writes,
     })
@@ -1179,21 +1322,8 @@ fn compile_node(
     let (kernel, reads): (Kernel, Vec<ValueId>) = match &node.op {
         Op::Input { .. } | Op::Const(_) => return Ok(None),
         Op::QConv(attrs) => {
-            let ins = between(node, 2, 3).map_err(unsupported)?;
-            let (x, w) = (ins[0], ins[1]);
-            // weights and bias are packed into the kernel at compile time
-            let bias = match ins.get(2) {
-                Some(&b) => Some((constant(b, "bias")?, ty(b))),
-                None => None,
-            };
-            let qconv = QConvNode {
-                attrs,
-                x_ty: ty(x),
-                w: constant(w, "weights")?,
-                w_ty: ty(w),
-                bias,
-                out_ty: ty(output),
-            };
+            let qconv = qconv_node(graph, node, attrs).map_err(unsupported)?;
+            let x = node.inputs()[0];
             let kernel =
                 QConvKernel::compile(&qconv, &options.jit, &options.qconv).map_err(codegen)?;
             let kernel = Kernel::QConv {
@@ -2755,38 +2885,49 @@ mod tests {
     #[test]
     fn fused_elementwise_chains_equal_the_nodes_run_one_by_one() {
         let g = quantized_islands();
-        let compile = |fuse_elementwise| {
+        let compile = |fuse_elementwise, fuse_conv_epilogues| {
             Model::from_graph(g.clone())
                 .compile(&Options {
                     fuse_elementwise,
+                    fuse_conv_epilogues,
                     ..Options::default()
                 })
                 .expect("every op has a kernel")
         };
-        let (mut fused, mut unfused) = (compile(true), compile(false));
+        let mut fused = compile(true, true);
+        let mut chains_only = compile(true, false);
+        let mut unfused = compile(false, false);
         let ops = |m: &CompiledModel| -> Vec<String> {
             m.schedule().map(|(_, op)| op.to_string()).collect()
         };
-        let names = |m: &CompiledModel| -> Vec<String> {
-            m.schedule()
-                .filter(|(_, op)| *op == "fused_elementwise")
+        let names = |m: &CompiledModel, kind: &str| -> Vec<String> {
+            let mut names: Vec<String> = m
+                .schedule()
+                .filter(|(_, op)| *op == kind)
                 .map(|(n, _)| n.to_string())
-                .collect()
+                .collect();
+            names.sort();
+            names
         };
         // {d1, h1}, {se, qse, d3, d2, sum, r} (qse's only user is d3: the u8 stays in a
         // register), {qr, dr, s}; alone: xq (its input is a graph input, no chain node),
         // q1 (h1 has three users), hsig (a [1, 8, 1, 1] value read by a [1, 8, 9, 9] mul
         // stays outside its chain)
-        let mut chains = names(&fused);
-        chains.sort();
-        assert_eq!(chains, ["h1", "r", "s"]);
-        assert_eq!(ops(&unfused).len(), ops(&fused).len() + 8);
-        assert!(!ops(&unfused).iter().any(|op| op == "fused_elementwise"));
+        assert_eq!(names(&chains_only, "fused_elementwise"), ["h1", "r", "s"]);
+        assert!(names(&chains_only, "qconv_fused").is_empty());
+        assert_eq!(ops(&unfused).len(), ops(&chains_only).len() + 8);
+        assert!(!ops(&unfused).iter().any(|op| op.contains("fused")));
+        // with epilogues, {d1, h1} runs inside c1 (its only reader); c2's output is also a
+        // graph output, so its chain runs on its own
+        assert_eq!(names(&fused, "fused_elementwise"), ["r", "s"]);
+        assert_eq!(names(&fused, "qconv_fused"), ["h1"]);
+        assert_eq!(ops(&chains_only).len(), ops(&fused).len() + 1);
         for seed in [1, 2, 3] {
             let inputs = vec![random_f32(&mut Rng(seed), vec![1, 4, 9, 9])];
             let got = fused.run(&inputs).expect("valid inputs");
             let want = unfused.run(&inputs).expect("valid inputs");
             assert_bitwise_eq(&got, &want);
+            assert_bitwise_eq(&chains_only.run(&inputs).expect("valid inputs"), &want);
             let reference = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
             // exact but for the polynomial exp of the sigmoid
             assert!(got[0].bitwise_eq(&reference[0]));

@@ -15,6 +15,7 @@ use crate::clif::{
     pmaddwd_accumulate, range_loop, scaled, sdot_accumulate, splat_f32, splat_i32,
     usdot_accumulate, vcast, vpdpbusd_accumulate, Accumulate,
 };
+use crate::felem_chain::{load_run, store_run, Program};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, ConstantData, Function, InstBuilder, MemFlagsData, Signature, Value,
@@ -66,23 +67,35 @@ pub(crate) fn build_widen_function(
     })
 }
 
-/// `extern "C" fn(packed, scratch, out, first, end)` for one batch item: the channel tiles
-/// `first..end` (numbered across groups, `g · tiles_per_group + t`), each over every pixel
-/// tile through the micro-kernel. The scratch is not written while this runs, so its
-/// loads are `readonly` (pure for Cranelift): that lets a broadcast's load fold into
-/// `vbroadcastss` and loop-invariant loads leave loops.
+/// `extern "C" fn(packed, scratch, out, first, end, operands)` for one batch item: the
+/// channel tiles `first..end` (numbered across groups, `g · tiles_per_group + t`), each
+/// over every pixel tile through the micro-kernel. The scratch is not written while this
+/// runs, so its loads are `readonly` (pure for Cranelift): that lets a broadcast's load
+/// fold into `vbroadcastss` and loop-invariant loads leave loops. With a `fusion`, the
+/// requantized values go through its chain ([`Fusion`]), whose other operands' pointers
+/// `operands` holds (one per chain operand, in the chain's order; the conv's own is not
+/// read); without, `operands` is not read.
 pub(crate) fn build_compute_function(
     plan: &QConvPlan,
     layout: &Layout,
+    fusion: Option<&Fusion>,
     signature: Signature,
     target: TargetFrontendConfig,
 ) -> Function {
     define_function(signature, target, |b, p| {
+        // with a fusion the tile addresses below are element indices (from 0), which
+        // `FusedStore` scales to each operand's and the output's element size
+        let fused = fusion.map(|fusion| FusedStore::new(b, fusion, p[2], p[5]));
+        let out = match fused {
+            Some(_) => b.ins().iconst(types::I64, 0),
+            None => p[2],
+        };
         let bufs = Buffers {
             packed: p[0],
             scratch: p[1],
-            out: p[2],
+            out,
         };
+        let fused = fused.as_ref();
         // the tiles `first..end` of all groups, numbered `g · tiles_per_group + t`: a call
         // writes only their output channels, so disjoint ranges can run on separate threads
         let (first, end) = (p[3], p[4]);
@@ -92,7 +105,7 @@ pub(crate) fn build_compute_function(
             let group_start = b.ins().imul_imm_u(g, tiles_per_group);
             let t = b.ins().isub(tile, group_start);
             if layout.partial_channels == 0 {
-                micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr);
+                micro_kernel_sweep(b, plan, layout, bufs, fused, g, t, 4 * layout.nr);
                 return;
             }
             // the last tile of a group stores only its valid channels
@@ -102,10 +115,10 @@ pub(crate) fn build_compute_function(
                 .icmp_imm_u(IntCC::Equal, t, layout.full_tiles as i64);
             b.ins().brif(is_partial, partial, &[], full, &[]);
             b.switch_to_block(full);
-            micro_kernel_sweep(b, plan, layout, bufs, g, t, 4 * layout.nr);
+            micro_kernel_sweep(b, plan, layout, bufs, fused, g, t, 4 * layout.nr);
             b.ins().jump(merge, &[]);
             b.switch_to_block(partial);
-            micro_kernel_sweep(b, plan, layout, bufs, g, t, layout.partial_channels);
+            micro_kernel_sweep(b, plan, layout, bufs, fused, g, t, layout.partial_channels);
             b.ins().jump(merge, &[]);
             b.switch_to_block(merge);
         });
@@ -131,6 +144,94 @@ pub(crate) fn tile_pixel_outputs(
             b.ins().iadd(out, p)
         })
         .collect()
+}
+
+/// An elementwise chain fused after the requantization (`QConvEpilogue`): its operand
+/// `conv_operand` is the conv's requantized output (in range, as I32X4 lanes), the others
+/// are read at the output element's own index; its value is stored instead of the conv's
+/// bytes. The chain's instructions are the fused-chain kernel's, lane for lane.
+pub(crate) struct Fusion<'a> {
+    pub program: Program<'a>,
+    pub conv_operand: usize,
+}
+
+/// A [`Fusion`] inside a compute function: the operand pointers (loaded from the
+/// `operands` array on entry; `None` for the conv's own) and the real output pointer.
+struct FusedStore<'a> {
+    fusion: &'a Fusion<'a>,
+    operands: Vec<Option<Value>>,
+    out: Value,
+}
+
+impl<'a> FusedStore<'a> {
+    fn new(
+        b: &mut FunctionBuilder,
+        fusion: &'a Fusion<'a>,
+        out: Value,
+        operands: Value,
+    ) -> FusedStore<'a> {
+        let operands = (0..fusion.program.operands.len())
+            .map(|k| {
+                (k != fusion.conv_operand).then(|| {
+                    b.ins().load(
+                        types::I64,
+                        mem_aligned().with_readonly(),
+                        operands,
+                        (8 * k) as i32,
+                    )
+                })
+            })
+            .collect();
+        FusedStore {
+            fusion,
+            operands,
+            out,
+        }
+    }
+
+    /// Per operand, its address of element `index` (`None` for the conv's own), and the
+    /// output's.
+    fn bases(&self, b: &mut FunctionBuilder, index: Value) -> (Vec<Option<Value>>, Value) {
+        let program = &self.fusion.program;
+        let bases = self
+            .operands
+            .iter()
+            .zip(&program.operand_dtypes)
+            .map(|(ptr, dtype)| ptr.map(|ptr| scaled(b, ptr, index, dtype.size_bytes())))
+            .collect();
+        (
+            bases,
+            scaled(b, self.out, index, program.out_dtype().size_bytes()),
+        )
+    }
+
+    /// Evaluate the chain on `lanes` (1 or 4) consecutive elements, `offset` elements after
+    /// the `bases`, whose conv values are `conv` (I32X4), and store them.
+    fn eval_store(
+        &self,
+        b: &mut FunctionBuilder,
+        (bases, out): &(Vec<Option<Value>>, Value),
+        offset: usize,
+        conv: Value,
+        lanes: usize,
+    ) {
+        let program = &self.fusion.program;
+        let values: Vec<Value> = bases
+            .iter()
+            .zip(&program.operand_dtypes)
+            .map(|(base, &dtype)| match base {
+                None => conv,
+                Some(base) => {
+                    let (ptr, off) = at(b, *base, offset * dtype.size_bytes());
+                    load_run(b, dtype, ptr, off, lanes)[0]
+                }
+            })
+            .collect();
+        let v = program.eval(b, &values);
+        let out_dtype = program.out_dtype();
+        let (ptr, off) = at(b, *out, offset * out_dtype.size_bytes());
+        store_run(b, out_dtype, &[v], ptr, off, lanes);
+    }
 }
 
 /// The compute function's arguments, as entry block parameters.
@@ -447,6 +548,7 @@ fn micro_kernel_sweep(
     plan: &QConvPlan,
     layout: &Layout,
     bufs: Buffers,
+    fused: Option<&FusedStore>,
     g: Value,
     t: Value,
     channels: usize,
@@ -495,10 +597,45 @@ fn micro_kernel_sweep(
         reduction(b, layout, &accs, &bases, weights, bufs.packed);
         let pixel_out = tile_pixel_outputs(b, pt, mr, pixels, tile_out);
         let q = requantize(b, &requant, &tile_consts, &accs, consts);
-        if quads {
-            store_pixel_quads(b, &requant, &q, pixel_out[0], pixels, channels);
-        } else {
-            store_pixel_bytes(b, &requant, &q, &pixel_out, pixels, channels);
+        match (fused, quads) {
+            (None, true) => store_pixel_quads(b, &requant, &q, pixel_out[0], pixels, channels),
+            (None, false) => store_pixel_bytes(b, &requant, &q, &pixel_out, pixels, channels),
+            (Some(f), true) => {
+                let bases = f.bases(b, pixel_out[0]);
+                for_channel_quads(b, &requant, &q, channels, |b, base, gathered| {
+                    // channel base + j's four pixels, as I32X4 (exact: in range)
+                    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| match (
+                        requant.signed_out,
+                        high,
+                    ) {
+                        (true, false) => b.ins().swiden_low(v),
+                        (true, true) => b.ins().swiden_high(v),
+                        (false, false) => b.ins().uwiden_low(v),
+                        (false, true) => b.ins().uwiden_high(v),
+                    };
+                    for (half_index, high) in [false, true].into_iter().enumerate() {
+                        let half = widen(b, gathered, high);
+                        for (j, high) in [false, true].into_iter().enumerate() {
+                            let channel = base + 2 * half_index + j;
+                            if channel >= channels.min(4 * nr) {
+                                return;
+                            }
+                            let conv = widen(b, half, high);
+                            f.eval_store(b, &bases, channel * pixels, conv, QUAD_PIXELS);
+                        }
+                    }
+                });
+            }
+            (Some(f), false) => {
+                for (row, &pixel) in q.iter().zip(&pixel_out) {
+                    let bases = f.bases(b, pixel);
+                    for channel in 0..channels.min(4 * nr) {
+                        let lane = b.ins().extractlane(row[channel / 4], (channel % 4) as u8);
+                        let conv = b.ins().splat(types::I32X4, lane);
+                        f.eval_store(b, &bases, channel * pixels, conv, 1);
+                    }
+                }
+            }
         }
     };
     if mr == QUAD_PIXELS {
@@ -619,6 +756,32 @@ fn store_pixel_quads(
     channel_stride: usize,
     channels: usize,
 ) {
+    let limit = channels.min(4 * q[0].len());
+    for_channel_quads(b, plan, q, channels, |b, base, gathered| {
+        let words = vcast(b, types::I32X4, gathered);
+        for j in 0..4 {
+            let channel = base + j;
+            if channel >= limit {
+                break;
+            }
+            let word = b.ins().extractlane(words, j as u8);
+            let (addr, off) = at(b, out, channel * channel_stride);
+            b.ins().store(mem(), word, addr, off);
+        }
+    });
+}
+
+/// Narrow a tile of four consecutive pixels to bytes and regroup them by channel: for each
+/// group of four channels `base..base + 4` that holds a valid one, `emit(b, base,
+/// gathered)` with byte `4·j + m` of `gathered` (I8X16) pixel m's value of channel `base +
+/// j` (lanes of channels past the valid ones hold copies; the caller skips them).
+fn for_channel_quads(
+    b: &mut FunctionBuilder,
+    plan: &Requant,
+    q: &[Vec<Value>],
+    channels: usize,
+    mut emit: impl FnMut(&mut FunctionBuilder, usize, Value),
+) {
     debug_assert_eq!(q.len(), QUAD_PIXELS);
     let nr = q[0].len();
     for chunk in 0..nr.div_ceil(2) {
@@ -647,16 +810,7 @@ fn store_pixel_quads(
             }
             let mask = b.func.dfg.immediates.push(ConstantData::from(&mask[..]));
             let gathered = b.ins().shuffle(first, second, mask);
-            let words = vcast(b, types::I32X4, gathered);
-            for j in 0..4 {
-                let channel = base + j;
-                if channel >= channels.min(4 * nr) {
-                    break;
-                }
-                let word = b.ins().extractlane(words, j as u8);
-                let (addr, off) = at(b, out, channel * channel_stride);
-                b.ins().store(mem(), word, addr, off);
-            }
+            emit(b, base, gathered);
         }
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod emit;
 pub(crate) mod layout;
 pub(crate) mod plan;
 
+use crate::felem_chain::{ChainNode, Program};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::CodegenError;
@@ -139,8 +140,10 @@ mod sealed {
 type WidenFn = unsafe extern "C" fn(*const u8, *mut u8, usize, usize);
 /// The compiled convolution of one batch item over the parts `first..end` (channel tiles
 /// of the general path, channels of the depthwise path): `(packed constants, scratch,
-/// out, first, end)`.
-type RangeComputeFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize, usize);
+/// out, first, end, fused operands)`; the last is the array of a fused epilogue's operand
+/// pointers (read only by a kernel compiled with one, [`QConvEpilogue`]).
+type RangeComputeFn =
+    unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize, usize, *const *const u8);
 
 /// A QConv node's operands as the kernel generator needs them: `x_ty` the input type (u8/i8
 /// quantized per tensor), `w` the constant weights `[C_out, C_in/groups, k..]` with type
@@ -154,6 +157,84 @@ pub struct QConvNode<'a> {
     pub w_ty: &'a TensorType,
     pub bias: Option<(&'a Tensor, &'a TensorType)>,
     pub out_ty: &'a TensorType,
+}
+
+/// An elementwise chain fused into a QConv's epilogue, run on each requantized output
+/// element before it is stored: the residual add with its own requantization
+/// (`quantize(relu(dequantize(y) + dequantize(r)))`), dequantizing straight to f32
+/// (`dequantize(y)`), or any chain [`crate::ElementwiseChainKernel`] takes whose operands
+/// all have the output's elements in the output's order. `operands[conv_operand]` is the
+/// convolution's own output (its type must be the node's `out_ty`); the kernel's output is
+/// the chain's last node's (u8, i8 or f32). The results are those of the conv and the chain
+/// run one after the other, bit for bit: the chain runs the fused-chain kernel's
+/// instructions lane for lane.
+#[derive(Clone, Copy, Debug)]
+pub struct QConvEpilogue<'a> {
+    pub operands: &'a [TensorType],
+    pub conv_operand: usize,
+    pub nodes: &'a [ChainNode],
+}
+
+/// What a kernel compiled with a [`QConvEpilogue`] reads and writes beyond the plain conv.
+#[derive(Debug)]
+struct FusedIo {
+    /// The chain's operand types (the conv's own at `conv_operand`).
+    operands: Vec<TensorType>,
+    conv_operand: usize,
+    out_ty: TensorType,
+}
+
+/// Check a fused epilogue against its conv: a valid chain whose conv operand has the conv's
+/// output type and whose every operand and output has the conv output's elements in its
+/// order; the conv must take the general path.
+fn check_epilogue(
+    node: &QConvNode,
+    epilogue: &QConvEpilogue,
+    depthwise: bool,
+) -> Result<FusedIo, CodegenError> {
+    const OP: &str = "qconv_epilogue";
+    let unsupported = |reason: String| CodegenError::Unsupported { op: OP, reason };
+    let out_ty = crate::felem_chain::validate(epilogue.operands, epilogue.nodes)?;
+    match epilogue.operands.get(epilogue.conv_operand) {
+        Some(ty) if ty == node.out_ty => {}
+        other => {
+            return Err(CodegenError::InvalidOp {
+                op: OP,
+                reason: format!(
+                    "chain operand {} is {}, the conv's output is {}",
+                    epilogue.conv_operand,
+                    other.map_or("missing".to_string(), |t| t.to_string()),
+                    node.out_ty
+                ),
+            })
+        }
+    }
+    let trimmed = |shape: &[usize]| {
+        let lead = shape.iter().take_while(|&&d| d == 1).count();
+        shape[lead..].to_vec()
+    };
+    let conv_elements = trimmed(&node.out_ty.shape);
+    if let Some(t) = epilogue
+        .operands
+        .iter()
+        .chain([&out_ty])
+        .find(|t| trimmed(&t.shape) != conv_elements)
+    {
+        return Err(unsupported(format!(
+            "{t} is not laid out as the conv's output {} (a fused epilogue does not broadcast)",
+            node.out_ty
+        )));
+    }
+    if depthwise {
+        return Err(unsupported(
+            "the depthwise path has no fused epilogue".to_string(),
+        ));
+    }
+    Ok(FusedIo {
+        operands: epilogue.operands.to_vec(),
+        conv_operand: epilogue.conv_operand,
+        out_ty,
+    })
 }
 
 /// Which kernel a [`QConvKernel`] was built as.
@@ -188,6 +269,8 @@ enum Path {
 pub struct QConvKernel {
     plan: QConvPlan,
     path: Path,
+    /// The fused epilogue's operands and output, when compiled with one.
+    fused: Option<FusedIo>,
     packed: AlignedBytes,
     /// Declared last: dropped after everything else; the path's functions point into it.
     code: KernelCode,
@@ -199,6 +282,19 @@ impl QConvKernel {
     /// Compile a QConv node for the host.
     pub fn compile(
         node: &QConvNode,
+        options: &JitOptions,
+        tuning: &QConvTuning,
+    ) -> Result<QConvKernel, CodegenError> {
+        QConvKernel::compile_fused(node, None, options, tuning)
+    }
+
+    /// Compile a QConv node for the host with an elementwise chain fused into its epilogue
+    /// ([`QConvEpilogue`]; `None`: as [`QConvKernel::compile`]). Only the general path
+    /// takes a chain: a conv that would take the depthwise path (unless `tuning` forbids
+    /// it) is [`CodegenError::Unsupported`], as are chain operands that broadcast.
+    pub fn compile_fused(
+        node: &QConvNode,
+        epilogue: Option<&QConvEpilogue>,
         options: &JitOptions,
         tuning: &QConvTuning,
     ) -> Result<QConvKernel, CodegenError> {
@@ -225,6 +321,31 @@ impl QConvKernel {
         )
         .replace([' ', '[', ']', ','], "");
         let depthwise = tuning.allow_depthwise && plan.cin_g == 1 && plan.cout_g == 1;
+        let fused = match epilogue {
+            Some(epilogue) => Some(check_epilogue(node, epilogue, depthwise)?),
+            None => None,
+        };
+        let fusion = fused.as_ref().map(|io| emit::Fusion {
+            program: Program::for_lanes(
+                &io.operands,
+                epilogue.expect("checked above").nodes,
+                jit.features().is_x86_64(),
+            ),
+            conv_operand: io.conv_operand,
+        });
+        let name = match &fused {
+            Some(_) => format!(
+                "{name}_{}",
+                epilogue
+                    .expect("checked above")
+                    .nodes
+                    .iter()
+                    .map(|n| n.op.name())
+                    .collect::<Vec<_>>()
+                    .join("_")
+            ),
+            None => name,
+        };
         let (path, packed) = if depthwise {
             let layout = DwLayout::new(&plan, tuning, inner)?;
             let packed = AlignedBytes::from_bytes(&layout.pack(&plan));
@@ -241,12 +362,12 @@ impl QConvKernel {
             let compute_fn = depthwise::build_compute_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(5),
+                jit.pointer_signature(6),
                 jit.target_config(),
             );
-            // SAFETY: the function has five pointer-sized parameters and no results —
-            // `RangeComputeFn` (the last two are integers of pointer size); `jit` is owned
-            // by the kernel alongside it.
+            // SAFETY: the function has six pointer-sized parameters and no results —
+            // `RangeComputeFn` (the fourth and fifth are integers of pointer size); `jit` is
+            // owned by the kernel alongside it.
             let compute: RangeComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
             (
                 Path::Depthwise {
@@ -269,16 +390,17 @@ impl QConvKernel {
             // `WidenFn` (the last two are integers of pointer size); `jit` is owned by the
             // kernel alongside it.
             let widen: WidenFn = unsafe { jit.compile_as(&format!("{name}_widen"), widen_fn)? };
-            // three pointers and two pointer-sized tile indices
+            // three pointers, two pointer-sized tile indices, the fused operands' pointers
             let compute_fn = emit::build_compute_function(
                 &plan,
                 &layout,
-                jit.pointer_signature(5),
+                fusion.as_ref(),
+                jit.pointer_signature(6),
                 jit.target_config(),
             );
-            // SAFETY: the function has five pointer-sized parameters and no results —
-            // `RangeComputeFn` (the last two are integers of pointer size); `jit` is owned by
-            // the kernel alongside it.
+            // SAFETY: the function has six pointer-sized parameters and no results —
+            // `RangeComputeFn` (the fourth and fifth are integers of pointer size); `jit` is
+            // owned by the kernel alongside it.
             let compute: RangeComputeFn = unsafe { jit.compile_as(&name, compute_fn)? };
             (
                 Path::General {
@@ -292,6 +414,7 @@ impl QConvKernel {
         Ok(QConvKernel {
             plan,
             path,
+            fused,
             packed,
             code: KernelCode::new(jit, name),
         })
@@ -387,28 +510,101 @@ impl QConvKernel {
         scratch: &mut QConvScratch,
         threads: usize,
     ) -> Result<(), CodegenError> {
-        let bad = |what: String| CodegenError::BadBuffer {
-            kernel: self.name().to_string(),
-            what,
-        };
-        if X::DTYPE != self.plan.x_dtype || Y::DTYPE != self.plan.out_dtype {
-            return Err(bad(format!(
-                "buffers are {} → {}, the kernel takes {} → {}",
+        if X::DTYPE != self.plan.x_dtype || Y::DTYPE != self.plan.out_dtype || self.fused.is_some()
+        {
+            return Err(self.bad_buffer(format!(
+                "buffers are {} → {}, the kernel takes {} → {}{}",
                 X::DTYPE,
                 Y::DTYPE,
                 self.plan.x_dtype,
-                self.plan.out_dtype
+                self.plan.out_dtype,
+                if self.fused.is_some() {
+                    " and a fused epilogue (run_fused_into_threads)"
+                } else {
+                    ""
+                }
             )));
         }
-        let (x_len, out_len) = (
-            self.plan.x_shape.iter().product::<usize>(),
-            self.plan.out_shape.iter().product::<usize>(),
-        );
+        self.run_bytes(
+            bytemuck::cast_slice(x),
+            &[],
+            bytemuck::cast_slice_mut(out),
+            scratch,
+            threads,
+        )
+    }
+
+    /// Run a kernel compiled with a [`QConvEpilogue`] on up to `threads` threads, as
+    /// [`QConvKernel::run_into_threads`]: `x` the input's bytes, `operands` the bytes of the
+    /// chain's operands other than the conv's own (in the chain's order), `out` the chain's
+    /// output's (native-endian elements of their dtypes).
+    pub fn run_fused_into_threads(
+        &self,
+        x: &[u8],
+        operands: &[&[u8]],
+        out: &mut [u8],
+        scratch: &mut QConvScratch,
+        threads: usize,
+    ) -> Result<(), CodegenError> {
+        if self.fused.is_none() {
+            return Err(self.bad_buffer("the kernel has no fused epilogue".to_string()));
+        }
+        self.run_bytes(x, operands, out, scratch, threads)
+    }
+
+    /// The output's type: the conv's, or the fused epilogue's.
+    pub fn out_dtype(&self) -> DType {
+        match &self.fused {
+            Some(io) => io.out_ty.dtype,
+            None => self.plan.out_dtype,
+        }
+    }
+
+    fn bad_buffer(&self, what: String) -> CodegenError {
+        CodegenError::BadBuffer {
+            kernel: self.name().to_string(),
+            what,
+        }
+    }
+
+    /// Both run entry points after their dtype checks: check every size, then per batch
+    /// item widen and compute.
+    fn run_bytes(
+        &self,
+        x: &[u8],
+        operands: &[&[u8]],
+        out: &mut [u8],
+        scratch: &mut QConvScratch,
+        threads: usize,
+    ) -> Result<(), CodegenError> {
+        let bad = |what: String| self.bad_buffer(what);
+        let x_len = self.plan.x_shape.iter().product::<usize>();
+        let out_len = match &self.fused {
+            Some(io) => io.out_ty.byte_size(),
+            None => self.plan.out_shape.iter().product::<usize>(),
+        };
         if x.len() != x_len || out.len() != out_len {
             return Err(bad(format!(
-                "input has {} elements (expected {x_len}), output {} (expected {out_len})",
+                "input has {} bytes (expected {x_len}), output {} (expected {out_len})",
                 x.len(),
                 out.len()
+            )));
+        }
+        // the fused operands other than the conv's own, with their sizes
+        let expected: Vec<usize> = match &self.fused {
+            Some(io) => io
+                .operands
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != io.conv_operand)
+                .map(|(_, t)| t.byte_size())
+                .collect(),
+            None => Vec::new(),
+        };
+        let lens: Vec<usize> = operands.iter().map(|o| o.len()).collect();
+        if lens != expected {
+            return Err(bad(format!(
+                "fused operands of {lens:?} bytes, expected {expected:?}"
             )));
         }
         if scratch.bytes.len < self.scratch_bytes() {
@@ -420,15 +616,30 @@ impl QConvKernel {
         }
         let packed = self.packed.as_slice();
         let scratch = &mut scratch.bytes.as_mut_slice()[..self.scratch_bytes()];
-        let batch = self.plan.batch;
-        let (x_image, out_image) = (x_len / batch.max(1), out_len / batch.max(1));
-        for n in 0..batch {
+        let batch = self.plan.batch.max(1);
+        let (x_image, out_image) = (x_len / batch, out_len / batch);
+        for n in 0..self.plan.batch {
             let x_n = &x[n * x_image..(n + 1) * x_image];
             let out_n = &mut out[n * out_image..(n + 1) * out_image];
+            // the chain's operand pointers for this image, a null for the conv's own
+            let mut rest = operands.iter();
+            let pointers: Vec<*const u8> = match &self.fused {
+                Some(io) => (0..io.operands.len())
+                    .map(|k| match k == io.conv_operand {
+                        true => std::ptr::null(),
+                        false => {
+                            let o = rest.next().expect("sizes checked above");
+                            let image = o.len() / batch;
+                            o[n * image..(n + 1) * image].as_ptr()
+                        }
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let (Path::General { widen, compute, .. } | Path::Depthwise { widen, compute, .. }) =
                 &self.path;
             self.widen_parts_of(*widen, x_n, scratch, threads);
-            self.run_parts(*compute, packed, scratch, out_n, threads);
+            self.run_parts(*compute, packed, scratch, out_n, &pointers, threads);
         }
         Ok(())
     }
@@ -445,13 +656,7 @@ impl QConvKernel {
     /// Widen one batch item (`x_n`: one image) into the scratch on up to `threads` threads:
     /// each part writes only its own scratch bytes, and the parts together write every byte
     /// the compute function reads.
-    fn widen_parts_of<X: Int8>(
-        &self,
-        widen: WidenFn,
-        x_n: &[X],
-        scratch: &mut [u8],
-        threads: usize,
-    ) {
+    fn widen_parts_of(&self, widen: WidenFn, x_n: &[u8], scratch: &mut [u8], threads: usize) {
         debug_assert_eq!(scratch.len(), self.scratch_bytes());
         // addresses, not pointers, cross to the threads (pointers are not Send)
         let (x_at, scratch_at) = (x_n.as_ptr() as usize, scratch.as_mut_ptr() as usize);
@@ -472,18 +677,20 @@ impl QConvKernel {
     /// Call `compute` on the parts (channel tiles, or channels on the depthwise path) of
     /// one batch item, on up to `threads` threads: each part writes only its own output
     /// channels, so any split gives the same bytes.
-    fn run_parts<Y: Int8>(
+    fn run_parts(
         &self,
         compute: RangeComputeFn,
         packed: &[u8],
         scratch: &[u8],
-        out_n: &mut [Y],
+        out_n: &mut [u8],
+        operands: &[*const u8],
         threads: usize,
     ) {
         let parts = self.parallel_parts();
         // addresses, not pointers, cross to the threads (pointers are not Send)
         let (packed_at, scratch_at) = (packed.as_ptr() as usize, scratch.as_ptr() as usize);
         let out_at = out_n.as_mut_ptr() as usize;
+        let operands_at = operands.as_ptr() as usize;
         let run_range = |first: usize, end: usize| {
             // SAFETY: the entry is valid while `self.code` lives (`self` is borrowed for
             // the whole call). `compute` reads the scratch (`scratch_bytes`, 16-byte
@@ -492,8 +699,10 @@ impl QConvKernel {
             // only the output channels of the parts `first..end` (`end <= parts`) of the
             // one image at `out_at`: `for_each_part` hands every part out once, so no byte
             // is written by two threads, and `out_n` stays exclusively borrowed (unused
-            // otherwise) until they finish. The caller checked every size; u8 and i8 have
-            // the same size and alignment.
+            // otherwise) until they finish. A fused epilogue reads one image of each of its
+            // operands through `operands` (alive until the threads finish; the caller
+            // checked every size, and the elements it reads are the output's own); a
+            // kernel without one does not read it.
             unsafe {
                 compute(
                     packed_at as *const u8,
@@ -501,6 +710,7 @@ impl QConvKernel {
                     out_at as *mut u8,
                     first,
                     end,
+                    operands_at as *const *const u8,
                 )
             }
         };
@@ -531,8 +741,26 @@ impl QConvKernel {
         }
         let (Path::General { widen, .. } | Path::Depthwise { widen, .. }) = &self.path;
         let scratch = &mut scratch.bytes.as_mut_slice()[..self.scratch_bytes()];
-        self.widen_parts_of(*widen, x, scratch, 1);
+        self.widen_parts_of(*widen, bytemuck::cast_slice(x), scratch, 1);
         Ok(())
+    }
+
+    /// Run a kernel compiled with a [`QConvEpilogue`] on tensors: `x` and the chain's
+    /// operands other than the conv's own (allocates output and scratch).
+    pub fn run_fused(&self, x: &Tensor, operands: &[&Tensor]) -> Result<Tensor, CodegenError> {
+        let Some(io) = &self.fused else {
+            return Err(self.bad_buffer("the kernel has no fused epilogue".to_string()));
+        };
+        let bytes: Vec<Vec<u8>> = operands.iter().map(|t| t.to_le_bytes()).collect();
+        let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let mut out = vec![0u8; io.out_ty.byte_size()];
+        let mut scratch = self.new_scratch();
+        self.run_fused_into_threads(&x.to_le_bytes(), &views, &mut out, &mut scratch, 1)?;
+        Tensor::new(
+            io.out_ty.shape.clone(),
+            crate::tensor_data_from_le_bytes(io.out_ty.dtype, &out),
+        )
+        .map_err(|e| self.bad_buffer(e.to_string()))
     }
 
     /// Run on a tensor, returning the output tensor (allocates output and scratch).
@@ -798,6 +1026,307 @@ mod tests {
                 &format!("{c_in}→{c_out} g{groups} {h}×{w} k{k} s{s} p{pad}"),
             );
         }
+    }
+
+    /// A kernel compiled with a fused epilogue equals the plain conv followed by the
+    /// fused-chain kernel, bit for bit: residual adds with their own requantization (u8 and
+    /// i8, the residual of either type, with ReLU), an f32 residual, and dequantization
+    /// straight to f32; over whole and partial 4-pixel tiles, partial channel tiles,
+    /// groups, a 1-D conv, batch 2, the per-element store (`rows: 3`) and 1–3 threads.
+    #[test]
+    fn fused_epilogues_equal_the_conv_then_the_chain() {
+        use crate::felem_chain::{ChainArg, ChainOp};
+        use crate::ElementwiseChainKernel;
+        let mut lcg = crate::testing::Lcg::new(0x5DEE_CE66_D1CE_4E5B);
+        let mut next = move || lcg.next_u32();
+        let q = |dtype: DType, shape: &[usize], scale: f32, zp: i32| {
+            TensorType::new(dtype, shape.to_vec()).with_quant(Quant::per_tensor(scale, zp))
+        };
+        // (batch, C_in, C_out, groups, spatial, kernel, stride, pad, conv out i8, rows)
+        let shapes: [(
+            usize,
+            usize,
+            usize,
+            usize,
+            &[usize],
+            usize,
+            usize,
+            usize,
+            bool,
+            usize,
+        ); 6] = [
+            (1, 16, 24, 1, &[7, 9], 1, 1, 0, false, 4),
+            (2, 8, 13, 1, &[5, 6], 3, 1, 1, true, 4),
+            (1, 12, 20, 4, &[6, 7], 1, 1, 0, false, 4),
+            (1, 6, 9, 1, &[4, 5], 3, 2, 1, false, 3),
+            (1, 5, 7, 1, &[23], 3, 1, 1, true, 4),
+            (2, 4, 32, 1, &[8, 8], 1, 1, 0, true, 4),
+        ];
+        for (batch, c_in, c_out, groups, spatial, k, s, pad, y_signed, rows) in shapes {
+            let dims = spatial.len();
+            let cin_g = c_in / groups;
+            let x_shape: Vec<usize> = [batch, c_in].iter().chain(spatial).copied().collect();
+            let out_spatial: Vec<usize> =
+                spatial.iter().map(|&d| (d + 2 * pad - k) / s + 1).collect();
+            let y_shape: Vec<usize> = [batch, c_out].iter().chain(&out_spatial).copied().collect();
+            let elements: usize = y_shape.iter().product();
+            let x = Tensor::new(
+                x_shape.clone(),
+                TensorData::U8(
+                    (0..x_shape.iter().product())
+                        .map(|_| next() as u8)
+                        .collect(),
+                ),
+            )
+            .unwrap();
+            let w_shape: Vec<usize> = [c_out, cin_g].into_iter().chain(vec![k; dims]).collect();
+            let w = Tensor::new(
+                w_shape.clone(),
+                TensorData::I8(
+                    (0..w_shape.iter().product())
+                        .map(|_| next() as i8)
+                        .collect(),
+                ),
+            )
+            .unwrap();
+            let x_ty = q(DType::U8, &x_shape, 0.03, 118);
+            let w_ty = TensorType::new(DType::I8, w_shape).with_quant(Quant::per_tensor(0.004, 0));
+            let y_dtype = if y_signed { DType::I8 } else { DType::U8 };
+            let y_ty = q(y_dtype, &y_shape, 0.05, if y_signed { -3 } else { 9 });
+            let attrs = ConvAttrs {
+                kernel: vec![k; dims],
+                strides: vec![s; dims],
+                pads: vec![pad; 2 * dims],
+                dilations: vec![1; dims],
+                groups,
+                act: None,
+            };
+            let node = QConvNode {
+                attrs: &attrs,
+                x_ty: &x_ty,
+                w: &w,
+                w_ty: &w_ty,
+                bias: None,
+                out_ty: &y_ty,
+            };
+            let tuning = QConvTuning {
+                rows,
+                ..QConvTuning::default()
+            };
+            let options = JitOptions::default();
+            let plain = QConvKernel::compile(&node, &options, &tuning).unwrap();
+            let y = plain.run(&x).unwrap();
+            let random_int = |next: &mut dyn FnMut() -> u32, dtype: DType| {
+                let bytes = (0..elements).map(|_| next() as u8);
+                let data = match dtype {
+                    DType::I8 => TensorData::I8(bytes.map(|b| b as i8).collect()),
+                    _ => TensorData::U8(bytes.collect()),
+                };
+                Tensor::new(y_shape.clone(), data).unwrap()
+            };
+            let f32_ty = TensorType::new(DType::F32, y_shape.clone());
+            let node = |op, args: &[ChainArg], out_ty: &TensorType| ChainNode {
+                op,
+                args: args.to_vec(),
+                out_ty: out_ty.clone(),
+            };
+            let (o0, o1) = (ChainArg::Operand(0), ChainArg::Operand(1));
+            let (n0, n1, n2, n3) = (
+                ChainArg::Node(0),
+                ChainArg::Node(1),
+                ChainArg::Node(2),
+                ChainArg::Node(3),
+            );
+            let mut cases: Vec<(&str, Vec<TensorType>, Vec<ChainNode>, Vec<Tensor>)> = Vec::new();
+            for (r_dtype, out_dtype) in [(DType::U8, DType::U8), (DType::I8, DType::I8)] {
+                let r_ty = q(
+                    r_dtype,
+                    &y_shape,
+                    0.07,
+                    if r_dtype == DType::I8 { 5 } else { 130 },
+                );
+                let out_ty = q(
+                    out_dtype,
+                    &y_shape,
+                    0.09,
+                    if out_dtype == DType::I8 { -7 } else { 3 },
+                );
+                let chain = vec![
+                    node(ChainOp::Dequantize, &[o0], &f32_ty),
+                    node(ChainOp::Dequantize, &[o1], &f32_ty),
+                    node(ChainOp::Binary(kiln_ir::BinaryOp::Add), &[n0, n1], &f32_ty),
+                    node(ChainOp::Activation(Activation::Relu), &[n2], &f32_ty),
+                    node(ChainOp::Quantize, &[n3], &out_ty),
+                ];
+                let r = random_int(&mut next, r_dtype);
+                cases.push((
+                    "residual",
+                    vec![y_ty.clone(), r_ty],
+                    chain,
+                    vec![y.clone(), r],
+                ));
+            }
+            let dequantize = vec![node(ChainOp::Dequantize, &[o0], &f32_ty)];
+            cases.push((
+                "dequantize",
+                vec![y_ty.clone()],
+                dequantize,
+                vec![y.clone()],
+            ));
+            // an f32 residual, the conv's value second
+            let r = Tensor::new(
+                y_shape.clone(),
+                TensorData::F32((0..elements).map(|_| next() as f32 / 2e9 - 0.5).collect()),
+            )
+            .unwrap();
+            let f32_add = vec![
+                node(ChainOp::Dequantize, &[o1], &f32_ty),
+                node(ChainOp::Binary(kiln_ir::BinaryOp::Sub), &[o0, n0], &f32_ty),
+            ];
+            cases.push((
+                "f32 residual",
+                vec![f32_ty.clone(), y_ty.clone()],
+                f32_add,
+                vec![r, y.clone()],
+            ));
+            for (what, operands, chain, inputs) in cases {
+                let conv_operand = operands.iter().position(|t| *t == y_ty).unwrap();
+                let chain_kernel =
+                    ElementwiseChainKernel::compile(&operands, &chain, &options).unwrap();
+                let refs: Vec<&Tensor> = inputs.iter().collect();
+                let want = chain_kernel.run(&refs).unwrap();
+                let epilogue = QConvEpilogue {
+                    operands: &operands,
+                    conv_operand,
+                    nodes: &chain,
+                };
+                let node = QConvNode {
+                    attrs: &attrs,
+                    x_ty: &x_ty,
+                    w: &w,
+                    w_ty: &w_ty,
+                    bias: None,
+                    out_ty: &y_ty,
+                };
+                let fused =
+                    QConvKernel::compile_fused(&node, Some(&epilogue), &options, &tuning).unwrap();
+                let rest: Vec<&Tensor> = refs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != conv_operand)
+                    .map(|(_, t)| *t)
+                    .collect();
+                let case =
+                    format!("{what}: {x_shape:?} → {y_shape:?} g{groups} k{k} s{s} rows {rows}");
+                let got = fused.run_fused(&x, &rest).unwrap();
+                assert_eq!(got.to_le_bytes(), want.to_le_bytes(), "{case}");
+                assert_eq!(got.shape(), want.shape(), "{case}");
+                for threads in [2, 3] {
+                    let bytes: Vec<Vec<u8>> = rest.iter().map(|t| t.to_le_bytes()).collect();
+                    let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                    let mut out = vec![0u8; want.to_le_bytes().len()];
+                    let mut scratch = fused.new_scratch();
+                    fused
+                        .run_fused_into_threads(
+                            &x.to_le_bytes(),
+                            &views,
+                            &mut out,
+                            &mut scratch,
+                            threads,
+                        )
+                        .unwrap();
+                    assert_eq!(out, want.to_le_bytes(), "{case}, {threads} threads");
+                }
+            }
+        }
+    }
+
+    /// Epilogues the kernel cannot fuse are errors (the caller then runs the chain on its
+    /// own): a depthwise conv, a broadcast operand, a conv operand of another type.
+    #[test]
+    fn unfusable_epilogues_are_errors() {
+        use crate::felem_chain::{ChainArg, ChainOp};
+        let c = 8;
+        let shape = vec![1, c, 5, 5];
+        let x_ty =
+            TensorType::new(DType::U8, shape.clone()).with_quant(Quant::per_tensor(0.02, 128));
+        let y_ty = TensorType::new(DType::U8, shape.clone()).with_quant(Quant::per_tensor(0.05, 0));
+        let f32_ty = TensorType::new(DType::F32, shape.clone());
+        let conv = |groups: usize, w: &Tensor, w_ty: &TensorType, epilogue: &QConvEpilogue| {
+            let attrs = ConvAttrs {
+                kernel: vec![3, 3],
+                strides: vec![1, 1],
+                pads: vec![1; 4],
+                dilations: vec![1, 1],
+                groups,
+                act: None,
+            };
+            let node = QConvNode {
+                attrs: &attrs,
+                x_ty: &x_ty,
+                w,
+                w_ty,
+                bias: None,
+                out_ty: &y_ty,
+            };
+            QConvKernel::compile_fused(
+                &node,
+                Some(epilogue),
+                &JitOptions::default(),
+                &QConvTuning::default(),
+            )
+            .map(|_| ())
+        };
+        let dequantize = [ChainNode {
+            op: ChainOp::Dequantize,
+            args: vec![ChainArg::Operand(0)],
+            out_ty: f32_ty.clone(),
+        }];
+        let operands = [y_ty.clone()];
+        let epilogue = QConvEpilogue {
+            operands: &operands,
+            conv_operand: 0,
+            nodes: &dequantize,
+        };
+        let dw = Tensor::new(vec![c, 1, 3, 3], TensorData::I8(vec![1; c * 9])).unwrap();
+        let dw_ty =
+            TensorType::new(DType::I8, vec![c, 1, 3, 3]).with_quant(Quant::per_tensor(0.01, 0));
+        let full = Tensor::new(vec![c, c, 3, 3], TensorData::I8(vec![1; c * c * 9])).unwrap();
+        let full_ty =
+            TensorType::new(DType::I8, vec![c, c, 3, 3]).with_quant(Quant::per_tensor(0.01, 0));
+        assert!(conv(1, &full, &full_ty, &epilogue).is_ok());
+        let err = conv(c, &dw, &dw_ty, &epilogue).unwrap_err();
+        assert!(err.to_string().contains("depthwise"), "{err}");
+        // a per-channel f32 operand broadcasts
+        let bias_ty = TensorType::new(DType::F32, vec![1, c, 1, 1]);
+        let add = [
+            ChainNode {
+                op: ChainOp::Dequantize,
+                args: vec![ChainArg::Operand(0)],
+                out_ty: f32_ty.clone(),
+            },
+            ChainNode {
+                op: ChainOp::Binary(kiln_ir::BinaryOp::Add),
+                args: vec![ChainArg::Node(0), ChainArg::Operand(1)],
+                out_ty: f32_ty.clone(),
+            },
+        ];
+        let operands = [y_ty.clone(), bias_ty];
+        let epilogue = QConvEpilogue {
+            operands: &operands,
+            conv_operand: 0,
+            nodes: &add,
+        };
+        let err = conv(1, &full, &full_ty, &epilogue).unwrap_err();
+        assert!(err.to_string().contains("broadcast"), "{err}");
+        let other = [y_ty.clone().with_quant(Quant::per_tensor(0.5, 0))];
+        let epilogue = QConvEpilogue {
+            operands: &other,
+            conv_operand: 0,
+            nodes: &dequantize,
+        };
+        let err = conv(1, &full, &full_ty, &epilogue).unwrap_err();
+        assert!(err.to_string().contains("conv's output"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,8 @@ impl QConvKernel {
                         out,
                         CallArg::Int(0),
                         CallArg::Int(tiles),
+                        // no fused epilogue (objects do not fuse): its operands unread
+                        CallArg::Int(0),
                     ],
                 }]
             },
