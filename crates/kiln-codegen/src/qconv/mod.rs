@@ -1043,26 +1043,17 @@ mod tests {
             TensorType::new(dtype, shape.to_vec()).with_quant(Quant::per_tensor(scale, zp))
         };
         // (batch, C_in, C_out, groups, spatial, kernel, stride, pad, conv out i8, rows)
-        let shapes: [(
-            usize,
-            usize,
-            usize,
-            usize,
-            &[usize],
-            usize,
-            usize,
-            usize,
-            bool,
-            usize,
-        ); 6] = [
-            (1, 16, 24, 1, &[7, 9], 1, 1, 0, false, 4),
-            (2, 8, 13, 1, &[5, 6], 3, 1, 1, true, 4),
-            (1, 12, 20, 4, &[6, 7], 1, 1, 0, false, 4),
-            (1, 6, 9, 1, &[4, 5], 3, 2, 1, false, 3),
-            (1, 5, 7, 1, &[23], 3, 1, 1, true, 4),
-            (2, 4, 32, 1, &[8, 8], 1, 1, 0, true, 4),
+        type Shape = (usize, usize, usize, usize, &'static [usize]);
+        type Window = (usize, usize, usize, bool, usize);
+        let shapes: [(Shape, Window); 6] = [
+            ((1, 16, 24, 1, &[7, 9]), (1, 1, 0, false, 4)),
+            ((2, 8, 13, 1, &[5, 6]), (3, 1, 1, true, 4)),
+            ((1, 12, 20, 4, &[6, 7]), (1, 1, 0, false, 4)),
+            ((1, 6, 9, 1, &[4, 5]), (3, 2, 1, false, 3)),
+            ((1, 5, 7, 1, &[23]), (3, 1, 1, true, 4)),
+            ((2, 4, 32, 1, &[8, 8]), (1, 1, 0, true, 4)),
         ];
-        for (batch, c_in, c_out, groups, spatial, k, s, pad, y_signed, rows) in shapes {
+        for ((batch, c_in, c_out, groups, spatial), (k, s, pad, y_signed, rows)) in shapes {
             let dims = spatial.len();
             let cin_g = c_in / groups;
             let x_shape: Vec<usize> = [batch, c_in].iter().chain(spatial).copied().collect();
@@ -1137,7 +1128,9 @@ mod tests {
                 ChainArg::Node(2),
                 ChainArg::Node(3),
             );
-            let mut cases: Vec<(&str, Vec<TensorType>, Vec<ChainNode>, Vec<Tensor>)> = Vec::new();
+            // (what, chain operands, chain, operand values)
+            type Case = (&'static str, Vec<TensorType>, Vec<ChainNode>, Vec<Tensor>);
+            let mut cases: Vec<Case> = Vec::new();
             for (r_dtype, out_dtype) in [(DType::U8, DType::U8), (DType::I8, DType::I8)] {
                 let r_ty = q(
                     r_dtype,
