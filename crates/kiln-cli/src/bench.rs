@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// kernel instead of one fused kernel per chain, to measure what fusion gains.
     #[arg(long = "no-fuse")]
     pub no_fuse: bool,
+    /// Keep fused float islands out of the int8 convolutions' epilogues (a residual add or a
+    /// dequantize after a conv runs as its own kernel), to measure what that fusion gains.
+    #[arg(long = "no-fuse-epilogues")]
+    pub no_fuse_epilogues: bool,
 }
 
 /// Where the time of one run goes, from the profile of `runs` runs: per op kind, and
@@ -348,7 +352,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         float_graph.clone()
     };
     let prepared = jit::prepare(&graph, &path, &mut times)?;
-    let mut compiled = jit::compile(prepared, &path, threads, !args.no_fuse, &mut times)?;
+    let fusion = match (args.no_fuse, args.no_fuse_epilogues) {
+        (true, _) => jit::Fusion::Off,
+        (false, true) => jit::Fusion::ChainsOnly,
+        (false, false) => jit::Fusion::All,
+    };
+    let mut compiled = jit::compile(prepared, &path, threads, fusion, &mut times)?;
     let compile_ms = times.total().as_secs_f64() * 1e3;
     let plan = compiled.plan().clone();
     eprintln!(

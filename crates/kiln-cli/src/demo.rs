@@ -183,7 +183,13 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let demo_path = std::path::Path::new("demo.onnx");
     let prepared = crate::jit::prepare(&quantized.graph, demo_path, &mut times)?;
     let threads = crate::jit::default_threads();
-    let mut compiled = crate::jit::compile(prepared, demo_path, threads, true, &mut times)?;
+    let mut compiled = crate::jit::compile(
+        prepared,
+        demo_path,
+        threads,
+        crate::jit::Fusion::All,
+        &mut times,
+    )?;
     println!(
         "\n[5] JIT-compile the int8 graph with Cranelift for this host ({} kernels, {threads} \
          thread(s)): {:.2} ms ({})",

@@ -86,18 +86,32 @@ pub fn prepare(graph: &Graph, model: &Path, times: &mut StageTimes) -> Result<Gr
     Ok(graph)
 }
 
-/// Compile a prepared graph to machine code with `threads` threads per large kernel, float
-/// islands fused into one kernel each unless `fuse_elementwise` is off.
+/// Which fusions [`compile`] applies (results are bit-identical for each; `kiln bench`
+/// turns them off to measure what they gain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fusion {
+    /// Float islands into one kernel each, and an island that alone reads an int8 conv's
+    /// output into the conv's epilogue (the default).
+    All,
+    /// Float islands into one kernel each, none into a conv.
+    ChainsOnly,
+    /// Every node its own kernel.
+    Off,
+}
+
+/// Compile a prepared graph to machine code with `threads` threads per large kernel and
+/// the given fusions.
 pub fn compile(
     graph: Graph,
     model: &Path,
     threads: usize,
-    fuse_elementwise: bool,
+    fusion: Fusion,
     times: &mut StageTimes,
 ) -> Result<CompiledModel> {
     let options = Options {
         threads,
-        fuse_elementwise,
+        fuse_elementwise: fusion != Fusion::Off,
+        fuse_conv_epilogues: fusion == Fusion::All,
         ..Options::default()
     };
     let start = Instant::now();

@@ -18,11 +18,20 @@
 //! `--general-suite` times the small-K general-path layers of ShuffleNet and PP-OCRv4 det
 //! (3-channel stems, grouped and narrow 1×1 convs) the same way, plus the widening step
 //! alone (`widen ms`, and its share of the best time), checked against the interpreter.
+//!
+//! `--epilogue-suite` times the residual-add layers of ResNet-50 and ShuffleNet (the 1×1
+//! convs whose output a `quantize(relu(dequantize(y) + dequantize(r)))` island reads) two
+//! ways, alternating: the conv then the fused-chain kernel (`y` written and read back), and
+//! the conv with the island in its epilogue (`QConvKernel::compile_fused`); the same for a
+//! `dequantize(y)` to f32 after the conv. Both outputs are checked equal, bit for bit.
 
 use kiln_codegen::probe::probe_host;
 use kiln_codegen::testing::Lcg;
-use kiln_codegen::{InnerProduct, JitOptions, QConvKernel, QConvNode, QConvPath, QConvTuning};
-use kiln_ir::{Activation, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
+use kiln_codegen::{
+    ChainArg, ChainNode, ChainOp, ElementwiseChainKernel, InnerProduct, JitOptions, QConvEpilogue,
+    QConvKernel, QConvNode, QConvPath, QConvTuning,
+};
+use kiln_ir::{Activation, BinaryOp, ConvAttrs, DType, Op, Quant, Tensor, TensorData, TensorType};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -280,6 +289,19 @@ impl SuiteLayer {
         })
     }
 
+    /// The node the layer's kernel was compiled from.
+    fn node(&self) -> QConvNode<'_> {
+        let [x_ty, w_ty, b_ty, y_ty] = &self.types;
+        QConvNode {
+            attrs: &self.attrs,
+            x_ty,
+            w: &self.w,
+            w_ty,
+            bias: Some((&self.b, b_ty)),
+            out_ty: y_ty,
+        }
+    }
+
     /// The input's elements.
     fn xv(&self) -> &[u8] {
         let TensorData::U8(xv) = self.x.data() else {
@@ -469,6 +491,155 @@ fn general_suite(
     Ok(())
 }
 
+/// The 1×1 convs whose outputs ResNet-50 (224×224) and ShuffleNet add to a residual.
+const EPILOGUE_SUITE: [GeneralShape; 7] = [
+    general("resnet50", 64, 256, 1, 56, 1, 1),
+    general("resnet50", 128, 512, 1, 28, 1, 1),
+    general("resnet50", 256, 1024, 1, 14, 1, 1),
+    general("resnet50", 512, 2048, 1, 7, 1, 1),
+    general("shufflenet", 136, 136, 4, 28, 1, 1),
+    general("shufflenet", 272, 272, 4, 14, 1, 1),
+    general("shufflenet", 544, 544, 4, 7, 1, 1),
+];
+
+/// Time every [`EPILOGUE_SUITE`] layer with two chains after it — the residual add
+/// `quantize(relu(dequantize(y) + dequantize(r)))` (u8 out) and `dequantize(y)` (f32 out)
+/// — as conv + chain kernel and as one fused kernel, alternating run by run: median of
+/// `runs` each, their ratio, and the conv and chain alone.
+fn epilogue_suite(
+    runs: usize,
+    tuning: QConvTuning,
+    disasm: Option<&String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut next = lcg();
+    println!(
+        "{:<11} {:>9} {:>3} {:>5} {:<10} {:>8} {:>8} {:>13} {:>8} {:>6}",
+        "model",
+        "cin→cout",
+        "g",
+        "size",
+        "chain",
+        "conv ms",
+        "chain ms",
+        "conv+chain ms",
+        "fused ms",
+        "ratio"
+    );
+    for shape in &EPILOGUE_SUITE {
+        let (ci, co, g, size) = (shape.c_in, shape.c_out, shape.groups, shape.size);
+        let layer = SuiteLayer::new(&mut next, [ci, co, g], size, 1, 1, &tuning, false)?;
+        let y_ty = layer.types[3].clone();
+        let shape_of = |dtype, scale, zp| {
+            TensorType::new(dtype, y_ty.shape.clone()).with_quant(Quant::per_tensor(scale, zp))
+        };
+        let f32_ty = TensorType::new(DType::F32, y_ty.shape.clone());
+        let node = |op, args: Vec<ChainArg>, out_ty: &TensorType| ChainNode {
+            op,
+            args,
+            out_ty: out_ty.clone(),
+        };
+        let residual = vec![
+            node(ChainOp::Dequantize, vec![ChainArg::Operand(0)], &f32_ty),
+            node(ChainOp::Dequantize, vec![ChainArg::Operand(1)], &f32_ty),
+            node(
+                ChainOp::Binary(BinaryOp::Add),
+                vec![ChainArg::Node(0), ChainArg::Node(1)],
+                &f32_ty,
+            ),
+            node(
+                ChainOp::Activation(Activation::Relu),
+                vec![ChainArg::Node(2)],
+                &f32_ty,
+            ),
+            node(
+                ChainOp::Quantize,
+                vec![ChainArg::Node(3)],
+                &shape_of(DType::U8, 0.06, 0),
+            ),
+        ];
+        let dequantize = vec![node(
+            ChainOp::Dequantize,
+            vec![ChainArg::Operand(0)],
+            &f32_ty,
+        )];
+        let elements: usize = y_ty.shape.iter().product();
+        let r: Vec<u8> = (0..elements).map(|_| next() as u8).collect();
+        let cases = [
+            (
+                "residual",
+                vec![y_ty.clone(), shape_of(DType::U8, 0.04, 0)],
+                residual,
+            ),
+            ("dequantize", vec![y_ty.clone()], dequantize),
+        ];
+        for (what, operands, chain) in cases {
+            let options = JitOptions {
+                capture_disassembly: disasm.is_some(),
+                verify: Some(false),
+            };
+            let chain_kernel = ElementwiseChainKernel::compile(&operands, &chain, &options)?;
+            let epilogue = QConvEpilogue {
+                operands: &operands,
+                conv_operand: 0,
+                nodes: &chain,
+            };
+            let fused =
+                QConvKernel::compile_fused(&layer.node(), Some(&epilogue), &options, &tuning)?;
+            if let (Some(path), Some(listing)) = (disasm, fused.disassembly()) {
+                std::fs::write(format!("{path}.{what}"), listing)?;
+            }
+            let rest: Vec<&[u8]> = if operands.len() == 2 {
+                vec![&r]
+            } else {
+                vec![]
+            };
+            let out_bytes = chain_kernel.out_ty().byte_size();
+            let (mut y, mut want, mut got) = (
+                vec![0u8; elements],
+                vec![0u8; out_bytes],
+                vec![0u8; out_bytes],
+            );
+            let mut scratch = layer.kernel.new_scratch();
+            let mut fused_scratch = fused.new_scratch();
+            let [mut both, mut one, mut conv, mut chain_t] = [(); 4].map(|_| Vec::new());
+            for i in 0..runs + 3 {
+                let t = Instant::now();
+                layer.kernel.run_into(layer.xv(), &mut y, &mut scratch)?;
+                let t_conv = t.elapsed().as_secs_f64();
+                let views: Vec<&[u8]> = std::iter::once(y.as_slice())
+                    .chain(rest.iter().copied())
+                    .collect();
+                chain_kernel.run_into(&views, &mut want)?;
+                let t_both = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                fused.run_fused_into_threads(layer.xv(), &rest, &mut got, &mut fused_scratch, 1)?;
+                let t_fused = t.elapsed().as_secs_f64();
+                if i >= 3 {
+                    both.push(t_both);
+                    conv.push(t_conv);
+                    chain_t.push(t_both - t_conv);
+                    one.push(t_fused);
+                }
+            }
+            if want != got {
+                return Err(format!("{ci}→{co} g{g} {size}² {what}: fused output differs").into());
+            }
+            let (ma, mb) = (median(both), median(one));
+            println!(
+                "{:<11} {:>9} {g:>3} {size:>5} {what:<10} {:>8.3} {:>8.3} {:>13.3} {:>8.3} {:>5.2}×",
+                shape.model,
+                format!("{ci}→{co}"),
+                median(conv) * 1e3,
+                median(chain_t) * 1e3,
+                ma * 1e3,
+                mb * 1e3,
+                ma / mb
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Deterministic pseudo-random contents (an LCG): only the timing matters here.
 fn lcg() -> impl FnMut() -> u32 {
     let mut lcg = Lcg::new(0x2545_F491_4F6C_DD1D);
@@ -496,6 +667,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             allow_depthwise: true,
         };
         return dw_suite(runs, tuning, only, disasm_path);
+    }
+    if args.iter().any(|a| a == "--epilogue-suite") {
+        let tuning = QConvTuning {
+            rows,
+            col_vectors,
+            allow_vnni,
+            allow_depthwise: false,
+        };
+        return epilogue_suite(runs, tuning, disasm_path);
     }
     if args.iter().any(|a| a == "--general-suite") {
         let only = flag("--only").map(|v| v.parse()).transpose()?;

@@ -36,7 +36,7 @@ use crate::qconv::AlignedBytes;
 use crate::quantize::quantize_lanes;
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
-use cranelift_codegen::ir::{types, Function, InstBuilder, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::infer::broadcast_shapes;
 use kiln_ir::{Activation, BinaryOp, DType, Quant, Tensor, TensorType};
@@ -535,7 +535,18 @@ pub(crate) fn load_run(
     offset: i32,
     lanes: usize,
 ) -> Vec<Value> {
-    let ro = mem().with_readonly();
+    load_run_with(b, mem().with_readonly(), dtype, ptr, offset, lanes)
+}
+
+/// [`load_run`] with the loads' flags (not `readonly` for memory the function writes).
+fn load_run_with(
+    b: &mut FunctionBuilder,
+    ro: MemFlagsData,
+    dtype: DType,
+    ptr: Value,
+    offset: i32,
+    lanes: usize,
+) -> Vec<Value> {
     let int = is_int(dtype);
     let widen = |b: &mut FunctionBuilder, v: Value, high: bool| match (dtype, high) {
         (DType::I8, false) => b.ins().swiden_low(v),
@@ -632,6 +643,66 @@ pub(crate) fn store_run(
             let s = b.ins().extractlane(values[0], 0);
             b.ins().store(mem(), s, ptr, offset);
         }
+    }
+}
+
+/// The chain over a run of `n` consecutive elements in place of the conv's own output:
+/// operand `conv_operand` is read from `out` (written earlier by the same function, so its
+/// loads are ordinary ones) and every operand's and the output's element `e` is at
+/// `bases[k] + e · size` (`out + e · size`): 16 elements per step, then 4, then 1, the
+/// steps of [`emit_chain`]'s rows. The output's elements must have the conv operand's size
+/// (each step reads its elements before storing over them).
+pub(crate) fn emit_in_place_run(
+    b: &mut FunctionBuilder,
+    program: &Program,
+    conv_operand: usize,
+    bases: &[Value],
+    out: Value,
+    n: usize,
+) {
+    let out_dtype = program.out_dtype();
+    let step = |b: &mut FunctionBuilder, first: Value, e: usize, lanes: usize| {
+        let operands: Vec<Vec<Value>> = program
+            .operand_dtypes
+            .iter()
+            .enumerate()
+            .map(|(k, &dtype)| {
+                let size = dtype.size_bytes();
+                let base = if k == conv_operand { out } else { bases[k] };
+                let at_first = scaled(b, base, first, size);
+                let (ptr, offset) = at(b, at_first, e * size);
+                let flags = if k == conv_operand {
+                    mem()
+                } else {
+                    mem().with_readonly()
+                };
+                load_run_with(b, flags, dtype, ptr, offset, lanes)
+            })
+            .collect();
+        let values: Vec<Value> = (0..lanes.div_ceil(4))
+            .map(|q| {
+                let lane: Vec<Value> = operands.iter().map(|o| o[q]).collect();
+                program.eval(b, &lane)
+            })
+            .collect();
+        let size = out_dtype.size_bytes();
+        let at_first = scaled(b, out, first, size);
+        let (ptr, offset) = at(b, at_first, e * size);
+        store_run(b, out_dtype, &values, ptr, offset, lanes);
+    };
+    counted_loop(b, n / STEP, |b, j| {
+        let first = b.ins().imul_imm_u(j, STEP as i64);
+        step(b, first, 0, STEP);
+    });
+    let zero = b.ins().iconst(types::I64, 0);
+    let mut e = n / STEP * STEP;
+    while e + 4 <= n {
+        step(b, zero, e, 4);
+        e += 4;
+    }
+    while e < n {
+        step(b, zero, e, 1);
+        e += 1;
     }
 }
 
