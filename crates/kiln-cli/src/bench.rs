@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// dequantize after a conv runs as its own kernel), to measure what that fusion gains.
     #[arg(long = "no-fuse-epilogues")]
     pub no_fuse_epilogues: bool,
+    /// Keep `quantize(average_pool(dequantize x))` islands as three kernels instead of one
+    /// int8 average pool, to measure what that fusion gains.
+    #[arg(long = "no-fuse-pools")]
+    pub no_fuse_pools: bool,
 }
 
 /// Where the time of one run goes, from the profile of `runs` runs: per op kind, and
@@ -352,10 +356,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         float_graph.clone()
     };
     let prepared = jit::prepare(&graph, &path, &mut times)?;
-    let fusion = match (args.no_fuse, args.no_fuse_epilogues) {
-        (true, _) => jit::Fusion::Off,
-        (false, true) => jit::Fusion::ChainsOnly,
-        (false, false) => jit::Fusion::All,
+    let fusion = jit::Fusion {
+        chains: !args.no_fuse,
+        conv_epilogues: !args.no_fuse && !args.no_fuse_epilogues,
+        int8_pools: !args.no_fuse && !args.no_fuse_pools,
     };
     let mut compiled = jit::compile(prepared, &path, threads, fusion, &mut times)?;
     let compile_ms = times.total().as_secs_f64() * 1e3;

@@ -187,7 +187,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         prepared,
         demo_path,
         threads,
-        crate::jit::Fusion::All,
+        crate::jit::Fusion::ALL,
         &mut times,
     )?;
     println!(

@@ -89,14 +89,22 @@ pub fn prepare(graph: &Graph, model: &Path, times: &mut StageTimes) -> Result<Gr
 /// Which fusions [`compile`] applies (results are bit-identical for each; `kiln bench`
 /// turns them off to measure what they gain).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fusion {
-    /// Float islands into one kernel each, and an island that alone reads an int8 conv's
-    /// output into the conv's epilogue (the default).
-    All,
-    /// Float islands into one kernel each, none into a conv.
-    ChainsOnly,
-    /// Every node its own kernel.
-    Off,
+pub struct Fusion {
+    /// Float islands into one kernel each.
+    pub chains: bool,
+    /// An island that alone reads an int8 conv's output into the conv's epilogue.
+    pub conv_epilogues: bool,
+    /// `quantize(average_pool(dequantize x))` into one int8 average pool.
+    pub int8_pools: bool,
+}
+
+impl Fusion {
+    /// Every fusion (the default).
+    pub const ALL: Fusion = Fusion {
+        chains: true,
+        conv_epilogues: true,
+        int8_pools: true,
+    };
 }
 
 /// Compile a prepared graph to machine code with `threads` threads per large kernel and
@@ -110,8 +118,9 @@ pub fn compile(
 ) -> Result<CompiledModel> {
     let options = Options {
         threads,
-        fuse_elementwise: fusion != Fusion::Off,
-        fuse_conv_epilogues: fusion == Fusion::All,
+        fuse_elementwise: fusion.chains,
+        fuse_conv_epilogues: fusion.conv_epilogues,
+        fuse_int8_pools: fusion.int8_pools,
         ..Options::default()
     };
     let start = Instant::now();

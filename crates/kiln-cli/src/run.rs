@@ -163,7 +163,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             let threads = args
                 .threads
                 .map_or_else(jit::default_threads, |n| n as usize);
-            let mut compiled = jit::compile(prepared, path, threads, jit::Fusion::All, &mut times)?;
+            let mut compiled = jit::compile(prepared, path, threads, jit::Fusion::ALL, &mut times)?;
             eprintln!(
                 "compiled {} kernels in {:.1} ms ({}); arena {} bytes",
                 compiled.schedule().count(),

@@ -33,7 +33,7 @@ use crate::felem::{broadcast_rows_n, Read};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::qconv::AlignedBytes;
-use crate::quantize::quantize_lanes;
+use crate::quantize::{dequantize_lanes, quantize_lanes};
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
@@ -493,12 +493,7 @@ impl<'a> Program<'a> {
                     };
                     let (scale, zero_point, _) =
                         per_tensor(input_ty).expect("checked when compiling");
-                    // `quantize.rs`'s dequantize: (q − zp) in i32, to f32, times the scale
-                    let zp = splat_i32(b, zero_point);
-                    let centered = b.ins().isub(args[0], zp);
-                    let f = b.ins().fcvt_from_sint(types::F32X4, centered);
-                    let s = splat_f32(b, scale);
-                    b.ins().fmul(f, s)
+                    dequantize_lanes(b, args[0], scale, zero_point)
                 }
                 ChainOp::Quantize => {
                     let (scale, zero_point, (q_min, q_max)) =

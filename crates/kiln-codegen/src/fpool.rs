@@ -23,11 +23,12 @@ mod aot_parts;
 
 use crate::clif::{at, counted_loop, mem, splat_f32, vcast};
 use crate::jit::{Jit, JitOptions, KernelCode};
-use crate::pool_rows::RowPool;
+use crate::pool_rows::{Int8Ends, RowPool};
 use crate::pool_window::{global_pool_attrs, PoolGeometry, Reduction, WindowKernel};
 use crate::qconv::AlignedBytes;
+use crate::quantize::{dequantize_lanes, Int8Quant};
 use crate::spatial::SP;
-use crate::tensor_io::{f32_operand, f32_result, shape_name};
+use crate::tensor_io::{bad_buffer, f32_operand, f32_result, shape_name};
 use crate::CodegenError;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, ConstantData, Function, InstBuilder, Value};
@@ -99,6 +100,8 @@ fn divisors(geo: &PoolGeometry, count_include_pad: bool) -> Vec<f32> {
 pub struct PoolKernel {
     body: PoolBody,
     kind: PoolKind,
+    /// The int8 output type of an int8 average pool ([`PoolKernel::compile_int8_average`]).
+    int8_out: Option<TensorType>,
 }
 
 /// How a [`PoolKernel`] reduces.
@@ -163,7 +166,7 @@ impl PoolKernel {
         x_ty: &TensorType,
         options: &JitOptions,
     ) -> Result<PoolKernel, CodegenError> {
-        Self::compile_with(kind, attrs, x_ty, options, true)
+        Self::compile_with(kind, attrs, x_ty, options, true, None)
     }
 
     /// [`Self::compile`] on the window kernel even where the global or the row kernel
@@ -174,16 +177,66 @@ impl PoolKernel {
         x_ty: &TensorType,
         options: &JitOptions,
     ) -> Result<PoolKernel, CodegenError> {
-        Self::compile_with(kind, attrs, x_ty, options, false)
+        Self::compile_with(kind, attrs, x_ty, options, false, None)
     }
 
-    /// [`Self::compile`]; `global`: use [`GlobalPool`] or [`RowPool`] where they apply.
+    /// An int8 average pool: the f32 island `quantize(average_pool(dequantize(x)))` with
+    /// `x_ty` the int8 input's type (u8/i8 per tensor) and `out_ty` the quantize's (u8/i8
+    /// per tensor) in one kernel, bit-identical to the three nodes run one by one: the
+    /// input is dequantized as the row or global path reads it (the Dequantize kernel's
+    /// operations), the f32 pool runs unchanged, each vector of results is quantized as
+    /// the Quantize kernel does. Pools the window path would take (3-D, dilated, wide
+    /// horizontal strides) are [`CodegenError::Unsupported`].
+    pub fn compile_int8_average(
+        attrs: &PoolAttrs,
+        x_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<PoolKernel, CodegenError> {
+        let op = "int8_average_pool";
+        let (Some(x), Some(y)) = (Int8Quant::of(x_ty), Int8Quant::of(out_ty)) else {
+            return Err(CodegenError::Unsupported {
+                op,
+                reason: format!("{x_ty} → {out_ty} (u8/i8 per tensor only)"),
+            });
+        };
+        let exact_cvtt = Jit::host(options)?.features().is_x86_64();
+        let ends = Int8Ends { x, y, exact_cvtt };
+        let f32_ty = TensorType::new(DType::F32, x_ty.shape.clone());
+        let mut kernel =
+            Self::compile_with(PoolKind::Average, attrs, &f32_ty, options, true, Some(ends))?;
+        if kernel.output_shape() != out_ty.shape.as_slice() {
+            return Err(CodegenError::InvalidOp {
+                op,
+                reason: format!(
+                    "output {out_ty}, the pool gives {:?}",
+                    kernel.output_shape()
+                ),
+            });
+        }
+        kernel.int8_out = Some(out_ty.clone());
+        Ok(kernel)
+    }
+
+    /// [`Self::compile_int8_average`] of a GlobalAveragePool.
+    pub fn compile_int8_global_average(
+        x_ty: &TensorType,
+        out_ty: &TensorType,
+        options: &JitOptions,
+    ) -> Result<PoolKernel, CodegenError> {
+        let attrs = global_pool_attrs("global_average_pool", x_ty)?;
+        Self::compile_int8_average(&attrs, x_ty, out_ty, options)
+    }
+
+    /// [`Self::compile`]; `global`: use [`GlobalPool`] or [`RowPool`] where they apply;
+    /// `ends`: int8 input and output around the f32 pool (those two paths only).
     fn compile_with(
         kind: PoolKind,
         attrs: &PoolAttrs,
         x_ty: &TensorType,
         options: &JitOptions,
         global: bool,
+        ends: Option<Int8Ends>,
     ) -> Result<PoolKernel, CodegenError> {
         let op = kind.op();
         let geo = PoolGeometry::new(op, &x_ty.shape, attrs)?;
@@ -216,21 +269,35 @@ impl PoolKernel {
             combine: &combine,
             divide: kind == PoolKind::Average,
         };
-        let name = format!("{op}_f32_{}", shape_name(&geo.out_shape));
+        let name = match ends {
+            Some(_) => format!("{op}_int8_{}", shape_name(&geo.out_shape)),
+            None => format!("{op}_f32_{}", shape_name(&geo.out_shape)),
+        };
         let body = if global && GlobalPool::covers(&geo) {
-            PoolBody::Global(GlobalPool::compile(name, geo, &reduction, options)?)
+            PoolBody::Global(GlobalPool::compile(name, geo, &reduction, ends, options)?)
         } else if global && RowPool::applies(&geo) {
             // one depth (`applies`): `divisors` is one output plane's, row-major
             let padding = kind.padding().to_bits();
             PoolBody::Rows(RowPool::compile(
-                name, geo, &reduction, padding, &divisors, options,
+                name, geo, &reduction, padding, &divisors, ends, options,
             )?)
+        } else if ends.is_some() {
+            return Err(CodegenError::Unsupported {
+                op: "int8_average_pool",
+                reason: "the window path (3-D, dilated or horizontal stride > 2 pools) has \
+                         no int8 ends"
+                    .to_string(),
+            });
         } else {
             PoolBody::Window(WindowKernel::compile(
                 name, geo, layout, &reduction, &divisors, options,
             )?)
         };
-        Ok(PoolKernel { body, kind })
+        Ok(PoolKernel {
+            body,
+            kind,
+            int8_out: None,
+        })
     }
 
     /// GlobalAveragePool / GlobalMaxPool: a pool whose window is the whole spatial extent.
@@ -266,11 +333,19 @@ impl PoolKernel {
         out: &mut [f32],
         scratch: &mut PoolScratch,
     ) -> Result<(), CodegenError> {
+        if self.int8_out.is_some() {
+            return Err(bad_buffer(
+                self.name(),
+                "f32 buffers for an int8 pool (run_int8_into)".to_string(),
+            ));
+        }
         match &self.body {
             PoolBody::Window(window) => {
                 window.run_into(x, out, &mut scratch.bytes, self.kind.padding())
             }
-            PoolBody::Global(global) => global.run_into(x, out),
+            PoolBody::Global(global) => {
+                global.run_into(bytemuck::cast_slice(x), bytemuck::cast_slice_mut(out))
+            }
             PoolBody::Rows(rows) => rows.run_into(
                 bytemuck::cast_slice(x),
                 bytemuck::cast_slice_mut(out),
@@ -279,8 +354,38 @@ impl PoolKernel {
         }
     }
 
+    /// Run an int8 average pool ([`PoolKernel::compile_int8_average`]) on the input's
+    /// bytes into the output's.
+    pub fn run_int8_into(
+        &self,
+        x: &[u8],
+        out: &mut [u8],
+        scratch: &mut PoolScratch,
+    ) -> Result<(), CodegenError> {
+        match (&self.body, &self.int8_out) {
+            (PoolBody::Global(global), Some(_)) => global.run_into(x, out),
+            (PoolBody::Rows(rows), Some(_)) => rows.run_into(x, out, &mut scratch.bytes),
+            _ => Err(bad_buffer(
+                self.name(),
+                "int8 buffers for an f32 pool (run_into)".to_string(),
+            )),
+        }
+    }
+
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let name = self.name();
+        if let Some(out_ty) = &self.int8_out {
+            if x.shape() != self.geo().x_shape.as_slice() {
+                return Err(bad_buffer(name, format!("input shape {:?}", x.shape())));
+            }
+            let mut out = vec![0u8; out_ty.byte_size()];
+            self.run_int8_into(&x.to_le_bytes(), &mut out, &mut self.new_scratch())?;
+            return Tensor::new(
+                out_ty.shape.clone(),
+                crate::tensor_data_from_le_bytes(out_ty.dtype, &out),
+            )
+            .map_err(|e| bad_buffer(name, e.to_string()));
+        }
         let xv = f32_operand(name, x, Some(&self.geo().x_shape))?;
         let mut out = vec![0f32; self.output_shape().iter().product()];
         self.run_into(xv, &mut out, &mut self.new_scratch())?;
@@ -289,7 +394,7 @@ impl PoolKernel {
 }
 
 /// `(x, out)` for one batch item.
-type GlobalFn = unsafe extern "C" fn(*const f32, *mut f32);
+type GlobalFn = unsafe extern "C" fn(*const u8, *mut u8);
 
 /// Channel blocks (of 4) reduced side by side: their running values are independent
 /// chains, so more of them hide the latency of each `addps`.
@@ -298,6 +403,8 @@ const GLOBAL_BLOCKS: usize = 4;
 /// A pool whose one window is the whole input (no padding), reduced from the NCHW input.
 pub(crate) struct GlobalPool {
     pub geo: PoolGeometry,
+    /// Bytes of an input and of an output element (4, or 1 with int8 ends).
+    io_bytes: usize,
     function: GlobalFn,
     /// Declared last: `function` points into it.
     pub code: KernelCode,
@@ -317,41 +424,45 @@ impl GlobalPool {
         name: String,
         geo: PoolGeometry,
         reduction: &Reduction,
+        ends: Option<Int8Ends>,
         options: &JitOptions,
     ) -> Result<GlobalPool, CodegenError> {
         let mut jit = Jit::host(options)?;
-        let func = build_global(&jit, &geo, reduction);
+        let func = build_global(&jit, &geo, reduction, ends);
         // SAFETY: `build_global` builds two pointer parameters and no results —
         // `GlobalFn`; the kernel owns `jit`, so the code outlives every call.
         let function: GlobalFn = unsafe { jit.compile_as(&name, func)? };
         Ok(GlobalPool {
             geo,
+            io_bytes: if ends.is_some() { 1 } else { 4 },
             function,
             code: KernelCode::new(jit, name),
         })
     }
 
-    fn run_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), CodegenError> {
+    fn run_into(&self, x: &[u8], out: &mut [u8]) -> Result<(), CodegenError> {
         let (batch, channels) = (self.geo.batch, self.geo.channels);
-        let x_len: usize = self.geo.x_shape.iter().product();
-        if x.len() != x_len || out.len() != batch * channels {
+        let eb = self.io_bytes;
+        let x_len: usize = eb * self.geo.x_shape.iter().product::<usize>();
+        if x.len() != x_len || out.len() != eb * batch * channels {
             return Err(CodegenError::BadBuffer {
                 kernel: self.code.name().to_string(),
                 what: format!(
-                    "{} → {} floats; expected {x_len} → {}",
+                    "{} → {} bytes; expected {x_len} → {}",
                     x.len(),
                     out.len(),
-                    batch * channels
+                    eb * batch * channels
                 ),
             });
         }
         let x_image = x_len / batch.max(1);
+        let out_image = eb * channels;
         for n in 0..batch {
             let x_n = &x[n * x_image..(n + 1) * x_image];
-            let out_n = &mut out[n * channels..(n + 1) * channels];
+            let out_n = &mut out[n * out_image..(n + 1) * out_image];
             // SAFETY: valid while `self.code` lives. The function reads the `x_image`
-            // floats of `x_n` (channel planes of `pixels` floats, unaligned loads inside
-            // them) and writes the `channels` floats of `out_n`; lengths checked above.
+            // bytes of `x_n` (channel planes of `pixels` elements, unaligned loads inside
+            // them) and writes the `channels` elements of `out_n`; lengths checked above.
             unsafe { (self.function)(x_n.as_ptr(), out_n.as_mut_ptr()) };
         }
         Ok(())
@@ -394,19 +505,61 @@ fn transpose4(b: &mut FunctionBuilder, rows: [Value; 4]) -> [Value; 4] {
 /// `pixels mod 4` one by one — divided by the pixel count when the reduction divides, the
 /// valid lanes stored. Lanes past the last channel read the last channel (and are not
 /// stored), so every load stays inside `x`.
-fn build_global(jit: &Jit, geo: &PoolGeometry, red: &Reduction) -> Function {
+///
+/// With int8 `ends` the input planes are u8/i8, each group of 4 pixels one 32-bit load
+/// widened and dequantized (`(q − zp) → f32 · s`, the Dequantize kernel's operations), and
+/// each block's 4 results are quantized and stored as bytes.
+fn build_global(
+    jit: &Jit,
+    geo: &PoolGeometry,
+    red: &Reduction,
+    ends: Option<Int8Ends>,
+) -> Function {
+    let in_eb = if ends.is_some() { 1 } else { 4 };
+    let out_eb = in_eb;
+    // 4 consecutive elements of a plane as f32 lanes
+    let load4 = move |b: &mut FunctionBuilder, addr: Value, off: i32| match ends {
+        None => b.ins().load(types::F32X4, mem().with_readonly(), addr, off),
+        Some(ends) => {
+            let word = b.ins().load(types::I32, mem().with_readonly(), addr, off);
+            let v = b.ins().scalar_to_vector(types::I32X4, word);
+            let bytes = vcast(b, types::I8X16, v);
+            let q = if ends.x.signed {
+                let h = b.ins().swiden_low(bytes);
+                b.ins().swiden_low(h)
+            } else {
+                let h = b.ins().uwiden_low(bytes);
+                b.ins().uwiden_low(h)
+            };
+            dequantize_lanes(b, q, ends.x.scale, ends.x.zero_point)
+        }
+    };
+    // one element of a plane as an f32 scalar
+    let load1 = move |b: &mut FunctionBuilder, addr: Value, off: i32| match ends {
+        None => b.ins().load(types::F32, mem().with_readonly(), addr, off),
+        Some(ends) => {
+            let q = if ends.x.signed {
+                b.ins().sload8(types::I32, mem().with_readonly(), addr, off)
+            } else {
+                b.ins().uload8(types::I32, mem().with_readonly(), addr, off)
+            };
+            let q = b.ins().splat(types::I32X4, q);
+            let f = dequantize_lanes(b, q, ends.x.scale, ends.x.zero_point);
+            b.ins().extractlane(f, 0)
+        }
+    };
     jit.define_kernel(2, |b, p| {
         let (x, out) = (p[0], p[1]);
         let channels = geo.channels;
         let pixels: usize = geo.input.iter().product();
-        let plane = 4 * pixels;
+        let plane = in_eb * pixels;
         let full_blocks = channels / 4;
         // one pass over `blocks` channel blocks from block `first` on; `tail`: the last
         // pass, whose constant first block is given, clamps lanes past the last channel
         let pass = |b: &mut FunctionBuilder, first: Value, blocks: usize, tail: Option<usize>| {
             let base = b.ins().imul_imm_u(first, (4 * plane) as i64);
             let base = b.ins().iadd(x, base);
-            let first_channel = b.ins().imul_imm_u(first, 16);
+            let first_channel = b.ins().imul_imm_u(first, (4 * out_eb) as i64);
             let out_base = b.ins().iadd(out, first_channel);
             // (block, lane) of the pass → its channel's plane, from `base`; stored or not
             let lane_plane = |block: usize, lane: usize| -> (usize, bool) {
@@ -428,12 +581,12 @@ fn build_global(jit: &Jit, geo: &PoolGeometry, red: &Reduction) -> Function {
                 })
                 .collect();
             counted_loop(b, pixels / 4, |b, q| {
-                let at_q = b.ins().imul_imm_u(q, 16);
+                let at_q = b.ins().imul_imm_u(q, (4 * in_eb) as i64);
                 let at_q = b.ins().iadd(base, at_q);
                 for (block, &acc) in accs.iter().enumerate() {
                     let rows = std::array::from_fn(|lane| {
                         let (addr, off) = at(b, at_q, lane_plane(block, lane).0);
-                        b.ins().load(types::F32X4, mem().with_readonly(), addr, off)
+                        load4(b, addr, off)
                     });
                     let mut running = b.use_var(acc);
                     for col in transpose4(b, rows) {
@@ -446,9 +599,9 @@ fn build_global(jit: &Jit, geo: &PoolGeometry, red: &Reduction) -> Function {
                 for (block, &acc) in accs.iter().enumerate() {
                     let mut v = splat_f32(b, 0.0);
                     for lane in 0..4 {
-                        let offset = lane_plane(block, lane).0 + 4 * pixel;
+                        let offset = lane_plane(block, lane).0 + in_eb * pixel;
                         let (addr, off) = at(b, base, offset);
-                        let s = b.ins().load(types::F32, mem().with_readonly(), addr, off);
+                        let s = load1(b, addr, off);
                         v = b.ins().insertlane(v, s, lane as u8);
                     }
                     let running = b.use_var(acc);
@@ -462,13 +615,22 @@ fn build_global(jit: &Jit, geo: &PoolGeometry, red: &Reduction) -> Function {
                     let divisor = splat_f32(b, pixels as f32);
                     result = b.ins().fdiv(result, divisor);
                 }
+                let word = ends.map(|ends| ends.y.quantize_word(b, result, ends.exact_cvtt));
                 for lane in 0..4 {
                     if !lane_plane(block, lane).1 {
                         break;
                     }
-                    let v = b.ins().extractlane(result, lane as u8);
-                    b.ins()
-                        .store(mem(), v, out_base, (4 * (4 * block + lane)) as i32);
+                    let offset = (out_eb * (4 * block + lane)) as i32;
+                    match word {
+                        None => {
+                            let v = b.ins().extractlane(result, lane as u8);
+                            b.ins().store(mem(), v, out_base, offset);
+                        }
+                        Some(word) => {
+                            let byte = b.ins().ushr_imm_u(word, 8 * lane as i64);
+                            b.ins().istore8(mem(), byte, out_base, offset);
+                        }
+                    }
                 }
             }
         };
@@ -518,8 +680,9 @@ mod tests {
                 let attrs = global_pool_attrs("global_pool", &x_ty).expect("has spatial dims");
                 let options = JitOptions::default();
                 let run = |global| {
-                    let kernel = PoolKernel::compile_with(kind, &attrs, &x_ty, &options, global)
-                        .expect("compiles");
+                    let kernel =
+                        PoolKernel::compile_with(kind, &attrs, &x_ty, &options, global, None)
+                            .expect("compiles");
                     assert_eq!(matches!(kernel.body, PoolBody::Global(_)), global);
                     let mut out = vec![0f32; kernel.output_shape().iter().product()];
                     kernel
@@ -581,8 +744,9 @@ mod tests {
                 let what = format!("{kind:?} {shape:?} k{window} s{stride} p{pad} {attrs:?}");
                 let options = JitOptions::default();
                 let run = |rows| {
-                    let kernel = PoolKernel::compile_with(kind, &attrs, &x_ty, &options, rows)
-                        .expect("compiles");
+                    let kernel =
+                        PoolKernel::compile_with(kind, &attrs, &x_ty, &options, rows, None)
+                            .expect("compiles");
                     assert_eq!(matches!(kernel.body, PoolBody::Rows(_)), rows, "{what}");
                     let mut out = vec![0f32; kernel.output_shape().iter().product()];
                     kernel
@@ -593,5 +757,125 @@ mod tests {
                 assert_eq!(run(true), run(false), "{what}");
             }
         }
+    }
+
+    /// The int8 average pool equals the island it replaces — the Dequantize kernel, the
+    /// f32 pool, the Quantize kernel — bit for bit: row-path pools (stride 1 and 2, pads,
+    /// `ceil_mode`, `count_include_pad`, rows narrower than a vector and rows with a
+    /// dequantization tail) and global pools (channel counts with and without a partial
+    /// block, pixel counts with and without a tail), u8 and i8 at either end, batch 2.
+    #[test]
+    fn int8_average_pools_equal_the_island() {
+        use crate::{DequantizeKernel, QuantizeKernel};
+        use kiln_ir::{Quant, TensorData};
+        let mut lcg = crate::testing::Lcg::new(0x1234_5678_9ABC_DEF1);
+        let options = JitOptions::default();
+        // (shape, window, stride, pad, ceil_mode, count_include_pad); window 0: global
+        let cases: [(&[usize], [usize; 3], [bool; 2]); 9] = [
+            (&[1, 24, 56, 56], [3, 2, 1], [false, false]),
+            (&[2, 5, 9, 19], [3, 1, 1], [false, true]),
+            (&[1, 7, 6, 3], [3, 1, 1], [false, false]),
+            (&[1, 3, 13, 37], [3, 2, 1], [true, false]),
+            (&[1, 4, 11, 18], [2, 2, 0], [false, false]),
+            (&[1, 544, 7, 7], [0, 0, 0], [false, false]),
+            (&[2, 17, 3, 5], [0, 0, 0], [false, false]),
+            (&[1, 6, 4, 4], [0, 0, 0], [false, false]),
+            (&[1, 9, 2, 2, 3], [0, 0, 0], [false, false]),
+        ];
+        for (shape, [window, stride, pad], [ceil_mode, count_include_pad]) in cases {
+            for (x_dtype, y_dtype) in [
+                (DType::U8, DType::U8),
+                (DType::I8, DType::U8),
+                (DType::U8, DType::I8),
+            ] {
+                let len: usize = shape.iter().product();
+                let bytes: Vec<u8> = (0..len).map(|_| lcg.next_u32() as u8).collect();
+                let x_zp = if x_dtype == DType::I8 { -9 } else { 117 };
+                let x_ty = TensorType::new(x_dtype, shape.to_vec())
+                    .with_quant(Quant::per_tensor(0.0371, x_zp));
+                let x = Tensor::new(
+                    shape.to_vec(),
+                    match x_dtype {
+                        DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+                        _ => TensorData::U8(bytes),
+                    },
+                )
+                .unwrap();
+                let f32_ty = TensorType::new(DType::F32, shape.to_vec());
+                let spatial = shape.len() - 2;
+                let pool = if window == 0 {
+                    PoolKernel::compile_global(PoolKind::Average, &f32_ty, &options)
+                } else {
+                    let attrs = PoolAttrs {
+                        kernel: vec![window; spatial],
+                        strides: vec![stride; spatial],
+                        pads: vec![pad; 2 * spatial],
+                        dilations: vec![1; spatial],
+                        ceil_mode,
+                        count_include_pad,
+                        storage_order: 0,
+                    };
+                    PoolKernel::compile(PoolKind::Average, &attrs, &f32_ty, &options)
+                }
+                .unwrap();
+                let out_shape = pool.output_shape().to_vec();
+                // a scale that makes ties likely: averages of multiples of 0.0371
+                let y_zp = if y_dtype == DType::I8 { 3 } else { 128 };
+                let y_ty = TensorType::new(y_dtype, out_shape.clone())
+                    .with_quant(Quant::per_tensor(0.0371 / 2.0, y_zp));
+                let dequantized = DequantizeKernel::compile(&x_ty, &f32_ty, &options)
+                    .unwrap()
+                    .run(&x)
+                    .unwrap();
+                let pooled = pool.run(&dequantized).unwrap();
+                let pooled_ty = TensorType::new(DType::F32, out_shape);
+                let want = QuantizeKernel::compile(&pooled_ty, &y_ty, &options)
+                    .unwrap()
+                    .run(&pooled)
+                    .unwrap();
+                let fused = if window == 0 {
+                    PoolKernel::compile_int8_global_average(&x_ty, &y_ty, &options)
+                } else {
+                    let attrs = PoolAttrs {
+                        kernel: vec![window; spatial],
+                        strides: vec![stride; spatial],
+                        pads: vec![pad; 2 * spatial],
+                        dilations: vec![1; spatial],
+                        ceil_mode,
+                        count_include_pad,
+                        storage_order: 0,
+                    };
+                    PoolKernel::compile_int8_average(&attrs, &x_ty, &y_ty, &options)
+                }
+                .unwrap();
+                let what = format!("{shape:?} k{window} s{stride} p{pad} {x_dtype}→{y_dtype}");
+                assert!(!matches!(fused.body, PoolBody::Window(_)), "{what}");
+                let got = fused.run(&x).unwrap();
+                assert_eq!(got.to_le_bytes(), want.to_le_bytes(), "{what}");
+                assert_eq!(got.shape(), want.shape(), "{what}");
+            }
+        }
+    }
+
+    /// Int8 pools the window path would take are errors (the island then stays as it is).
+    #[test]
+    fn int8_average_pool_on_the_window_path_is_unsupported() {
+        use kiln_ir::Quant;
+        let x_ty =
+            TensorType::new(DType::U8, vec![1, 4, 8, 8]).with_quant(Quant::per_tensor(0.1, 0));
+        let y_ty =
+            TensorType::new(DType::U8, vec![1, 4, 3, 3]).with_quant(Quant::per_tensor(0.1, 0));
+        let attrs = PoolAttrs {
+            kernel: vec![2, 2],
+            strides: vec![3, 3],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            storage_order: 0,
+        };
+        let err = PoolKernel::compile_int8_average(&attrs, &x_ty, &y_ty, &JitOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("window path"), "{err}");
     }
 }

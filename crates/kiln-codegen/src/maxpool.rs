@@ -146,7 +146,7 @@ impl MaxPoolKernel {
         let name = format!("max_pool_{}", shape_name(&geo.out_shape));
         if RowPool::applies(&geo) {
             let padding = u32::from(lowest(dtype));
-            let rows = RowPool::compile(name, geo, &reduction, padding, &[], options)?;
+            let rows = RowPool::compile(name, geo, &reduction, padding, &[], None, options)?;
             return Ok(MaxPoolKernel {
                 body: Body::Rows(rows),
                 dtype,

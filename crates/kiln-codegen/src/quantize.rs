@@ -22,7 +22,9 @@
 #[path = "aot/parts/quantize.rs"]
 mod aot_parts;
 
-use crate::clif::{counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled};
+use crate::clif::{
+    counted_loop, fmax_to_bound, fmin_to_bound, mem, scaled, splat_f32, splat_i32, vcast,
+};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::qconv::Int8;
 use crate::CodegenError;
@@ -52,6 +54,77 @@ pub(crate) fn quantize_lanes(
         b.ins().fcvt_to_sint_sat(types::I32X4, f)
     };
     b.ins().iadd(i, zp)
+}
+
+/// Dequantize four i32 lanes holding u8/i8 values: `(q − zp) → f32 · scale` (the
+/// subtraction and the conversion are exact, the product rounds once: the scalar
+/// [`DequantizeKernel`]'s IEEE operations, lane by lane).
+pub(crate) fn dequantize_lanes(b: &mut FunctionBuilder, q: Value, scale: f32, zp: i32) -> Value {
+    let zp = splat_i32(b, zp);
+    let centered = b.ins().isub(q, zp);
+    let f = b.ins().fcvt_from_sint(types::F32X4, centered);
+    let s = splat_f32(b, scale);
+    b.ins().fmul(f, s)
+}
+
+/// A per-tensor u8/i8 quantization as the int8 pools and the fused chains apply it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Int8Quant {
+    pub signed: bool,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl Int8Quant {
+    /// `ty`'s quantization when it is u8/i8 per tensor.
+    pub(crate) fn of(ty: &TensorType) -> Option<Int8Quant> {
+        let signed = match ty.dtype {
+            DType::U8 => false,
+            DType::I8 => true,
+            _ => return None,
+        };
+        match ty.quant {
+            Some(Quant::PerTensor { scale, zero_point }) => Some(Int8Quant {
+                signed,
+                scale,
+                zero_point,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The dtype's range.
+    fn range(&self) -> (i32, i32) {
+        if self.signed {
+            (i8::MIN as i32, i8::MAX as i32)
+        } else {
+            (0, u8::MAX as i32)
+        }
+    }
+
+    /// Quantize four f32 lanes ([`quantize_lanes`] with this quantization's constants)
+    /// and narrow them to the low four bytes of the result (an I32 word; exact: in range).
+    pub(crate) fn quantize_word(
+        &self,
+        b: &mut FunctionBuilder,
+        v: Value,
+        exact_cvtt: bool,
+    ) -> Value {
+        let (q_min, q_max) = self.range();
+        let s = splat_f32(b, self.scale);
+        let lo = splat_f32(b, (q_min as i64 - self.zero_point as i64) as f32);
+        let hi = splat_f32(b, (q_max as i64 - self.zero_point as i64) as f32);
+        let zp = splat_i32(b, self.zero_point);
+        let q = quantize_lanes(b, v, [s, lo, hi, zp], exact_cvtt);
+        let halves = b.ins().snarrow(q, q);
+        let bytes = if self.signed {
+            b.ins().snarrow(halves, halves)
+        } else {
+            b.ins().unarrow(halves, halves)
+        };
+        let words = vcast(b, types::I32X4, bytes);
+        b.ins().extractlane(words, 0)
+    }
 }
 
 /// `(x, params, out)`.

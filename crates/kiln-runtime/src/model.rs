@@ -50,6 +50,11 @@ pub struct Options {
     /// requantization, a Dequantize to f32); needs `fuse_elementwise`. Bit-identical
     /// either way.
     pub fuse_conv_epilogues: bool,
+    /// Run each `quantize(average_pool(dequantize(x)))` island (and its global form) whose
+    /// inner values have no other use as one int8 average pool
+    /// ([`PoolKernel::compile_int8_average`]); needs `fuse_elementwise`. Bit-identical
+    /// either way.
+    pub fuse_int8_pools: bool,
 }
 
 impl Default for Options {
@@ -62,6 +67,7 @@ impl Default for Options {
             min_macs_per_thread: 1 << 20,
             fuse_elementwise: true,
             fuse_conv_epilogues: true,
+            fuse_int8_pools: true,
         }
     }
 }
@@ -299,6 +305,11 @@ enum Kernel {
         x: DType,
         y: DType,
         threads: usize,
+    },
+    /// An int8 average pool (a fused `quantize(average_pool(dequantize x))`); reads x.
+    Int8Pool {
+        kernel: Box<PoolKernel>,
+        scratch: PoolScratch,
     },
     /// A QConv with an elementwise chain fused into its epilogue: reads the conv's input,
     /// then the chain's other operands; writes the chain's output. Split as `QConv`.
@@ -545,6 +556,7 @@ impl Kernel {
             ),
             Kernel::Cast(kernel) => kernel.run_into(reads[0], out),
             Kernel::Chain { kernel, threads } => kernel.run_into_threads(reads, out, *threads),
+            Kernel::Int8Pool { kernel, scratch } => kernel.run_int8_into(reads[0], out, scratch),
             Kernel::FusedQConv { kernel, threads } => {
                 kernel.run_fused_into_threads(reads[0], &reads[1..], out, qconv_scratch, *threads)
             }
@@ -685,11 +697,20 @@ impl CompiledModel {
             return Err(RuntimeError::NoKernel(missing));
         }
         let mut chains = HashMap::new();
-        let fused = if options.fuse_elementwise {
-            fuse_elementwise_chains(graph, options, &mut chains)?
+        let pooled = if options.fuse_elementwise && options.fuse_int8_pools {
+            fuse_int8_pools(graph, options, &mut chains)?
         } else {
             None
         };
+        let graph = pooled.as_ref().unwrap_or(graph);
+        let mut chain_kernels = HashMap::new();
+        let fused = if options.fuse_elementwise {
+            fuse_elementwise_chains(graph, options, &mut chain_kernels)?
+        } else {
+            None
+        };
+        // the pools' placeholders keep their ids in the chains' copy of the graph
+        chains.extend(chain_kernels);
         let graph = fused.as_ref().unwrap_or(graph);
         let schedule = graph.topo_order()?;
         let plan = MemoryPlan::new(graph, &schedule)?;
@@ -974,6 +995,93 @@ fn trimmed(shape: &[usize]) -> &[usize] {
     &shape[lead..]
 }
 
+/// Find the `quantize(average_pool(dequantize(x)))` islands (GlobalAveragePool too) whose
+/// dequantized and pooled values have no other use (and are no graph outputs), with
+/// per-tensor int8 ends, and compile each into one int8 average pool
+/// ([`PoolKernel::compile_int8_average`]). Each is replaced, in a copy of the graph, by a
+/// placeholder node (named and typed as the quantize, its op the pool's, reading `x`) that
+/// `fused` maps to its kernel; an island the kernel does not take (the window path's pools)
+/// stays as it is. `None` when nothing fuses.
+fn fuse_int8_pools(
+    graph: &Graph,
+    options: &Options,
+    fused: &mut HashMap<NodeId, Fused>,
+) -> Result<Option<Graph>, RuntimeError> {
+    // the single reader of a value that is no graph output
+    let only_user = |v: ValueId| -> Option<NodeId> {
+        let users = graph.users(v);
+        let &(user, _) = users.first()?;
+        (users.iter().all(|&(u, _)| u == user) && !graph.outputs().contains(&v)).then_some(user)
+    };
+    let mut islands: Vec<(NodeId, ValueId, Vec<NodeId>, PoolKernel)> = Vec::new();
+    for id in graph.topo_order()? {
+        let dequantize = graph.node(id);
+        if !matches!(dequantize.op, Op::Dequantize) || dequantize.inputs().len() != 1 {
+            continue;
+        }
+        let x = dequantize.inputs()[0];
+        let dq = ValueId { node: id, port: 0 };
+        let Some(pool_id) = only_user(dq) else {
+            continue;
+        };
+        let pool = graph.node(pool_id);
+        if pool.inputs().len() != 1 || pool.outputs.len() != 1 {
+            continue;
+        }
+        let pooled = ValueId {
+            node: pool_id,
+            port: 0,
+        };
+        let Some(quantize_id) = only_user(pooled) else {
+            continue;
+        };
+        let quantize = graph.node(quantize_id);
+        if !matches!(quantize.op, Op::Quantize) || quantize.outputs.len() != 1 {
+            continue;
+        }
+        let (x_ty, out_ty) = (graph.value_type(x), &quantize.outputs[0].ty);
+        let kernel = match &pool.op {
+            Op::AveragePool(attrs) => {
+                PoolKernel::compile_int8_average(attrs, x_ty, out_ty, &options.jit)
+            }
+            Op::GlobalAveragePool => {
+                PoolKernel::compile_int8_global_average(x_ty, out_ty, &options.jit)
+            }
+            _ => continue,
+        };
+        // an island the kernel does not take runs node by node
+        if let Ok(kernel) = kernel {
+            islands.push((quantize_id, x, vec![id, pool_id, quantize_id], kernel));
+        }
+    }
+    if islands.is_empty() {
+        return Ok(None);
+    }
+    let mut collapsed = graph.clone();
+    for (quantize_id, x, nodes, kernel) in islands {
+        let quantize = graph.node(quantize_id);
+        let pool = graph.node(nodes[1]);
+        let out = collapsed.add_node_typed(
+            quantize.name.clone(),
+            pool.op.clone(),
+            &[x],
+            quantize.outputs.clone(),
+        )[0];
+        collapsed.replace_all_uses(
+            ValueId {
+                node: quantize_id,
+                port: 0,
+            },
+            out,
+        );
+        for id in nodes {
+            collapsed.remove_node(id);
+        }
+        fused.insert(out.node, Fused::Pool(Box::new(kernel)));
+    }
+    Ok(Some(collapsed))
+}
+
 /// A fused kernel that runs in place of several nodes.
 enum Fused {
     /// A chain of elementwise nodes.
@@ -984,6 +1092,8 @@ enum Fused {
         kernel: Box<QConvKernel>,
         conv_inputs: usize,
     },
+    /// `quantize(average_pool(dequantize x))` as one int8 average pool; reads x.
+    Pool(Box<PoolKernel>),
 }
 
 /// Find the chains of elementwise nodes to fuse and compile each into one kernel. A chain
@@ -1235,6 +1345,14 @@ fn fused_step(
                 "fused_elementwise",
             )
         }
+        Fused::Pool(kernel) => (
+            Kernel::Int8Pool {
+                scratch: kernel.new_scratch(),
+                kernel,
+            },
+            node.inputs().to_vec(),
+            "int8_average_pool",
+        ),
         Fused::Conv {
             kernel,
             conv_inputs,

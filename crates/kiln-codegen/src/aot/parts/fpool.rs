@@ -22,8 +22,8 @@ impl PoolKernel {
 impl GlobalPool {
     fn into_aot(mut self) -> AotKernel {
         let batch = self.geo.batch.max(1);
-        let x_image = 4 * self.geo.x_shape.iter().product::<usize>() / batch;
-        let out_image = 4 * self.geo.channels;
+        let x_image = self.io_bytes * self.geo.x_shape.iter().product::<usize>() / batch;
+        let out_image = self.io_bytes * self.geo.channels;
         let calls = (0..self.geo.batch)
             .map(|n| KernelCall {
                 function: 0,

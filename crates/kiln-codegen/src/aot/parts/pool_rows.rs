@@ -1,31 +1,40 @@
-//! `RowPool::into_aot` (a child module of `pool_rows`): the widen and compute functions
-//! per batch item, the divisors (average pools) as a blob.
+//! `RowPool::into_aot` (a child module of `pool_rows`): the pool's one function per batch
+//! item, the divisors (average pools) as a blob.
 
 use super::RowPool;
-use crate::aot::parts::fill_then_compute;
 use crate::aot::{AotKernel, CallArg, KernelCall};
 
 impl RowPool {
     pub(crate) fn into_aot(mut self) -> AotKernel {
         let scratch_bytes = self.scratch_bytes();
         let geo = &self.geo;
-        let eb = self.elem_bytes;
+        let eb = self.io_bytes;
         let batch = geo.batch.max(1);
         let x_image = eb * geo.x_shape.iter().product::<usize>() / batch;
         let out_image = eb * geo.out_shape.iter().product::<usize>() / batch;
         let with_divisors = !self.divisors.as_slice().is_empty();
-        let calls = fill_then_compute(geo.batch, x_image, out_image, 0, &[], |_, out| {
-            // never read without divisors: any valid address
-            let divisors = if with_divisors {
-                CallArg::Blob(0)
-            } else {
-                CallArg::Scratch(0)
-            };
-            vec![KernelCall {
-                function: 1,
-                args: vec![CallArg::Scratch(0), out, divisors],
-            }]
-        });
+        // one call per batch item: (x, scratch, out, divisors)
+        let calls = (0..geo.batch)
+            .map(|n| KernelCall {
+                function: 0,
+                args: vec![
+                    CallArg::Read {
+                        operand: 0,
+                        offset: n * x_image,
+                    },
+                    CallArg::Scratch(0),
+                    CallArg::Write {
+                        offset: n * out_image,
+                    },
+                    // never read without divisors: any valid address
+                    if with_divisors {
+                        CallArg::Blob(0)
+                    } else {
+                        CallArg::Scratch(0)
+                    },
+                ],
+            })
+            .collect();
         let blobs = if with_divisors {
             vec![self.divisors.as_slice().to_vec()]
         } else {
@@ -33,7 +42,6 @@ impl RowPool {
         };
         AotKernel {
             name: self.code.name().to_string(),
-            // recorded in build order: widen, then compute
             functions: self.code.take_recorded(),
             blobs,
             scratch_bytes,
