@@ -1058,6 +1058,8 @@ fn fuse_int8_pools(
         return Ok(None);
     }
     let mut collapsed = graph.clone();
+    let mut replaced = Vec::with_capacity(islands.len());
+    let mut removed = Vec::new();
     for (quantize_id, x, nodes, kernel) in islands {
         let quantize = graph.node(quantize_id);
         let pool = graph.node(nodes[1]);
@@ -1067,17 +1069,20 @@ fn fuse_int8_pools(
             &[x],
             quantize.outputs.clone(),
         )[0];
-        collapsed.replace_all_uses(
-            ValueId {
-                node: quantize_id,
-                port: 0,
-            },
-            out,
-        );
-        for id in nodes {
-            collapsed.remove_node(id);
-        }
+        let old = ValueId {
+            node: quantize_id,
+            port: 0,
+        };
+        replaced.push((old, out));
+        removed.extend(nodes);
         fused.insert(out.node, Fused::Pool(Box::new(kernel)));
+    }
+    // rewired after every placeholder exists: an island may read another island's output
+    for (old, new) in replaced {
+        collapsed.replace_all_uses(old, new);
+    }
+    for id in removed {
+        collapsed.remove_node(id);
     }
     Ok(Some(collapsed))
 }
@@ -3051,6 +3056,106 @@ mod tests {
             assert!(got[0].bitwise_eq(&reference[0]));
             assert!(got[2].bitwise_eq(&reference[2]));
             assert_close(&got[1..2], &reference[1..2], 1e-5);
+        }
+    }
+
+    /// `quantize(average_pool(dequantize x))` islands — a 3×3 stride-2 pool after a conv,
+    /// then a global pool of its result — run as int8 average pools (taking the conv's
+    /// dequantize before the conv epilogue could), bit-identical to the nodes one by one
+    /// and to the interpreter; an island whose pooled value is also a graph output stays.
+    #[test]
+    fn int8_average_pool_islands_equal_the_nodes_run_one_by_one() {
+        let mut rng = Rng(11);
+        let mut g = Graph::new("pools");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 3, 15, 15]));
+        let x_ty = TensorType::new(DType::U8, vec![1, 3, 15, 15])
+            .with_quant(Quant::per_tensor(1.0 / 64.0, 128));
+        let xq = add_typed(&mut g, "xq", Op::Quantize, &[x], x_ty);
+        let spec = ConvSpec {
+            c_out: 6,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+            w_dtype: DType::I8,
+            per_channel: true,
+            bias: true,
+            act: None,
+            out: (DType::U8, 0.05, 100),
+        };
+        let c1 = add_qconv(&mut g, &mut rng, "c1", xq, spec);
+        let d1 = add_inferred(&mut g, "d1", Op::Dequantize, &[c1]);
+        let attrs = PoolAttrs {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            pads: vec![1; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            storage_order: 0,
+        };
+        let p1 = add_inferred(&mut g, "p1", Op::AveragePool(attrs.clone()), &[d1]);
+        let q_ty = |shape: Vec<usize>, dtype, scale, zp| {
+            TensorType::new(dtype, shape).with_quant(Quant::per_tensor(scale, zp))
+        };
+        let q1 = add_typed(
+            &mut g,
+            "q1",
+            Op::Quantize,
+            &[p1],
+            q_ty(vec![1, 6, 8, 8], DType::I8, 0.025, -4),
+        );
+        let d2 = add_inferred(&mut g, "d2", Op::Dequantize, &[q1]);
+        let p2 = add_inferred(&mut g, "p2", Op::GlobalAveragePool, &[d2]);
+        let q2 = add_typed(
+            &mut g,
+            "q2",
+            Op::Quantize,
+            &[p2],
+            q_ty(vec![1, 6, 1, 1], DType::U8, 0.01, 7),
+        );
+        // the same pool again, its f32 result also a graph output: not fused
+        let d3 = add_inferred(&mut g, "d3", Op::Dequantize, &[q1]);
+        let p3 = add_inferred(&mut g, "p3", Op::AveragePool(attrs), &[d3]);
+        let q3 = add_typed(
+            &mut g,
+            "q3",
+            Op::Quantize,
+            &[p3],
+            q_ty(vec![1, 6, 4, 4], DType::U8, 0.02, 0),
+        );
+        g.set_outputs(vec![q2, q3, p3]);
+        kiln_ir::verify(&g).expect("the test graph is well-formed");
+        let compile = |fuse_int8_pools| {
+            Model::from_graph(g.clone())
+                .compile(&Options {
+                    fuse_int8_pools,
+                    ..Options::default()
+                })
+                .expect("every op has a kernel")
+        };
+        let (mut fused, mut unfused) = (compile(true), compile(false));
+        let ops = |m: &CompiledModel| -> Vec<String> {
+            m.schedule().map(|(_, op)| op.to_string()).collect()
+        };
+        let pools: Vec<String> = fused
+            .schedule()
+            .filter(|(_, op)| *op == "int8_average_pool")
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(pools, ["q1", "q2"], "{:?}", ops(&fused));
+        assert!(
+            ops(&fused).contains(&"qconv".to_string()),
+            "{:?}",
+            ops(&fused)
+        );
+        assert!(!ops(&unfused).iter().any(|op| op == "int8_average_pool"));
+        for seed in [1, 2, 3] {
+            let inputs = vec![random_f32(&mut Rng(seed), vec![1, 3, 15, 15])];
+            let got = fused.run(&inputs).expect("valid inputs");
+            assert_bitwise_eq(&got, &unfused.run(&inputs).expect("valid inputs"));
+            let reference = kiln_interp::run(&g, &inputs).expect("the interpreter runs it");
+            assert_bitwise_eq(&got, &reference);
         }
     }
 
