@@ -655,24 +655,38 @@ pub(crate) fn emit_in_place_run(
     out: Value,
     n: usize,
 ) {
+    emit_run(b, program, n, out, |b, k, first, e, lanes| {
+        let dtype = program.operand_dtypes[k];
+        let size = dtype.size_bytes();
+        let base = if k == conv_operand { out } else { bases[k] };
+        let at_first = scaled(b, base, first, size);
+        let (ptr, offset) = at(b, at_first, e * size);
+        let flags = if k == conv_operand {
+            mem()
+        } else {
+            mem().with_readonly()
+        };
+        load_run_with(b, flags, dtype, ptr, offset, lanes)
+    });
+}
+
+/// The chain over a run of `n` output elements from `out`: 16 elements per step in a loop,
+/// then 4 at a time, then 1 (every element through the same vector code), each step's
+/// operands from `load(b, k, first, e, lanes)` (operand `k`'s `lanes` elements from element
+/// `first + e`, `first` an i64 value, as [`load_run`] gives them), its values stored at
+/// `out + (first + e) · size`.
+fn emit_run(
+    b: &mut FunctionBuilder,
+    program: &Program,
+    n: usize,
+    out: Value,
+    load: impl Fn(&mut FunctionBuilder, usize, Value, usize, usize) -> Vec<Value>,
+) {
     let out_dtype = program.out_dtype();
+    let size = out_dtype.size_bytes();
     let step = |b: &mut FunctionBuilder, first: Value, e: usize, lanes: usize| {
-        let operands: Vec<Vec<Value>> = program
-            .operand_dtypes
-            .iter()
-            .enumerate()
-            .map(|(k, &dtype)| {
-                let size = dtype.size_bytes();
-                let base = if k == conv_operand { out } else { bases[k] };
-                let at_first = scaled(b, base, first, size);
-                let (ptr, offset) = at(b, at_first, e * size);
-                let flags = if k == conv_operand {
-                    mem()
-                } else {
-                    mem().with_readonly()
-                };
-                load_run_with(b, flags, dtype, ptr, offset, lanes)
-            })
+        let operands: Vec<Vec<Value>> = (0..program.operand_dtypes.len())
+            .map(|k| load(b, k, first, e, lanes))
             .collect();
         let values: Vec<Value> = (0..lanes.div_ceil(4))
             .map(|q| {
@@ -680,7 +694,6 @@ pub(crate) fn emit_in_place_run(
                 program.eval(b, &lane)
             })
             .collect();
-        let size = out_dtype.size_bytes();
         let at_first = scaled(b, out, first, size);
         let (ptr, offset) = at(b, at_first, e * size);
         store_run(b, out_dtype, &values, ptr, offset, lanes);
@@ -706,13 +719,7 @@ fn emit_chain(b: &mut FunctionBuilder, program: &Program, n: usize, params: &[Va
     let (table, pointers, out) = (params[0], params[1], params[2]);
     let (first, end) = (params[3], params[4]);
     let count = program.reads.len();
-    let out_dtype = program
-        .nodes
-        .last()
-        .expect("a chain has nodes")
-        .out_ty
-        .dtype;
-    let out_size = out_dtype.size_bytes();
+    let out_size = program.out_dtype().size_bytes();
     let operand_ptrs: Vec<Value> = (0..count)
         .map(|k| {
             b.ins().load(
@@ -739,43 +746,21 @@ fn emit_chain(b: &mut FunctionBuilder, program: &Program, n: usize, params: &[Va
         }
         let out_row = b.ins().imul_imm_u(row, (out_size * n) as i64);
         let out_row = b.ins().iadd(out, out_row);
-        // `lanes` elements from element `first + e` on, `first` an i64 element index
-        let step = |b: &mut FunctionBuilder, first: Value, e: usize, lanes: usize| {
-            let operands: Vec<Vec<Value>> = (0..count)
-                .map(|k| match program.reads[k] {
-                    Read::Run => {
-                        let size = program.operand_dtypes[k].size_bytes();
-                        let row_at = scaled(b, bases[k], first, size);
-                        let (ptr, offset) = at(b, row_at, e * size);
-                        load_run(b, program.operand_dtypes[k], ptr, offset, lanes)
-                    }
-                    Read::Broadcast => vec![bases[k]; lanes.div_ceil(4)],
-                })
-                .collect();
-            let values: Vec<Value> = (0..lanes.div_ceil(4))
-                .map(|q| {
-                    let lane: Vec<Value> = operands.iter().map(|o| o[q]).collect();
-                    program.eval(b, &lane)
-                })
-                .collect();
-            let row_at = scaled(b, out_row, first, out_size);
-            let (ptr, offset) = at(b, row_at, e * out_size);
-            store_run(b, out_dtype, &values, ptr, offset, lanes);
-        };
-        counted_loop(b, n / STEP, |b, j| {
-            let first = b.ins().imul_imm_u(j, STEP as i64);
-            step(b, first, 0, STEP);
-        });
-        let zero = b.ins().iconst(types::I64, 0);
-        let mut e = n / STEP * STEP;
-        while e + 4 <= n {
-            step(b, zero, e, 4);
-            e += 4;
-        }
-        while e < n {
-            step(b, zero, e, 1);
-            e += 1;
-        }
+        emit_run(
+            b,
+            program,
+            n,
+            out_row,
+            |b, k, first, e, lanes| match program.reads[k] {
+                Read::Run => {
+                    let size = program.operand_dtypes[k].size_bytes();
+                    let row_at = scaled(b, bases[k], first, size);
+                    let (ptr, offset) = at(b, row_at, e * size);
+                    load_run(b, program.operand_dtypes[k], ptr, offset, lanes)
+                }
+                Read::Broadcast => vec![bases[k]; lanes.div_ceil(4)],
+            },
+        );
     });
 }
 

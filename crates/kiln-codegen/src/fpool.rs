@@ -803,18 +803,18 @@ mod tests {
                 .unwrap();
                 let f32_ty = TensorType::new(DType::F32, shape.to_vec());
                 let spatial = shape.len() - 2;
+                let attrs = PoolAttrs {
+                    kernel: vec![window; spatial],
+                    strides: vec![stride; spatial],
+                    pads: vec![pad; 2 * spatial],
+                    dilations: vec![1; spatial],
+                    ceil_mode,
+                    count_include_pad,
+                    storage_order: 0,
+                };
                 let pool = if window == 0 {
                     PoolKernel::compile_global(PoolKind::Average, &f32_ty, &options)
                 } else {
-                    let attrs = PoolAttrs {
-                        kernel: vec![window; spatial],
-                        strides: vec![stride; spatial],
-                        pads: vec![pad; 2 * spatial],
-                        dilations: vec![1; spatial],
-                        ceil_mode,
-                        count_include_pad,
-                        storage_order: 0,
-                    };
                     PoolKernel::compile(PoolKind::Average, &attrs, &f32_ty, &options)
                 }
                 .unwrap();
@@ -836,15 +836,6 @@ mod tests {
                 let fused = if window == 0 {
                     PoolKernel::compile_int8_global_average(&x_ty, &y_ty, &options)
                 } else {
-                    let attrs = PoolAttrs {
-                        kernel: vec![window; spatial],
-                        strides: vec![stride; spatial],
-                        pads: vec![pad; 2 * spatial],
-                        dilations: vec![1; spatial],
-                        ceil_mode,
-                        count_include_pad,
-                        storage_order: 0,
-                    };
                     PoolKernel::compile_int8_average(&attrs, &x_ty, &y_ty, &options)
                 }
                 .unwrap();
