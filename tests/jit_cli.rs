@@ -171,8 +171,10 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
 }
 
 /// `kiln bench --profile` lists the kernel time by op kind with call counts: the int8 demo's
-/// residual island (dequantize, add, relu, quantize) is one `fused_elementwise` call, and
-/// with `--no-fuse` its nodes are kernels of their own.
+/// residual island (dequantize, add, relu, quantize) runs in its conv's epilogue
+/// (`qconv_fused`; one `fused_elementwise` call with `--no-fuse-epilogues`), its global-pool
+/// island is one `int8_average_pool` (three kernels with `--no-fuse-pools`), and with
+/// `--no-fuse` every node is a kernel of its own.
 #[test]
 fn bench_profile_shows_fused_and_unfused_islands() {
     let dir = temp_dir("bench_profile");
@@ -197,15 +199,33 @@ fn bench_profile_shows_fused_and_unfused_islands() {
             (words.next() == Some(op)).then(|| words.next()?.parse().ok())?
         })
     };
-    let (fused, _) = succeed(&base);
+    let with = |flag: Option<&str>| {
+        let mut args = base.to_vec();
+        args.extend(flag);
+        succeed(&args).0
+    };
+    // every fusion: the residual island runs in its conv's epilogue, the global-pool
+    // island is one int8 average pool
+    let fused = with(None);
     assert!(fused.contains("ms per run in kernels"), "{fused}");
     assert!(fused.contains("slowest calls:"), "{fused}");
-    assert_eq!(calls(&fused, "fused_elementwise"), Some(1), "{fused}");
+    assert_eq!(calls(&fused, "qconv_fused"), Some(1), "{fused}");
+    assert_eq!(calls(&fused, "int8_average_pool"), Some(1), "{fused}");
+    assert_eq!(calls(&fused, "fused_elementwise"), None, "{fused}");
     assert_eq!(calls(&fused, "add"), None, "{fused}");
-    let mut args = base.to_vec();
-    args.push("--no-fuse");
-    let (unfused, _) = succeed(&args);
-    assert_eq!(calls(&unfused, "fused_elementwise"), None, "{unfused}");
+    // the residual island as a chain kernel of its own
+    let chains = with(Some("--no-fuse-epilogues"));
+    assert_eq!(calls(&chains, "qconv_fused"), None, "{chains}");
+    assert_eq!(calls(&chains, "fused_elementwise"), Some(1), "{chains}");
+    // the pool island as its three nodes
+    let pools = with(Some("--no-fuse-pools"));
+    assert_eq!(calls(&pools, "int8_average_pool"), None, "{pools}");
+    assert_eq!(calls(&pools, "global_average_pool"), Some(1), "{pools}");
+    // nothing fused
+    let unfused = with(Some("--no-fuse"));
+    for op in ["fused_elementwise", "qconv_fused", "int8_average_pool"] {
+        assert_eq!(calls(&unfused, op), None, "{unfused}");
+    }
     assert_eq!(calls(&unfused, "add"), Some(1), "{unfused}");
     assert_eq!(calls(&unfused, "relu"), Some(1), "{unfused}");
 }

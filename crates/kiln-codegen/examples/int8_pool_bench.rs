@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1))
-        .map_or(Ok(100), |v| v.parse())?;
+        .map_or(Ok(100), |v| v.parse::<usize>())?
+        .max(1);
     // (model, input shape, window; 0: global, stride, pad)
     let pools: [(&str, [usize; 4], usize, usize, usize); 5] = [
         ("shufflenet", [1, 24, 56, 56], 3, 2, 1),

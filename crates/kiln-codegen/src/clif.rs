@@ -156,6 +156,17 @@ pub(crate) fn at(b: &mut FunctionBuilder, base: Value, offset: usize) -> (Value,
     }
 }
 
+/// The low (`high == false`) or high half of a vector's lanes, widened to twice their
+/// width: sign-extended when `signed` (i8 → i16 → i32), zero-extended otherwise (u8).
+pub(crate) fn widen_half(b: &mut FunctionBuilder, v: Value, signed: bool, high: bool) -> Value {
+    match (signed, high) {
+        (true, false) => b.ins().swiden_low(v),
+        (true, true) => b.ins().swiden_high(v),
+        (false, false) => b.ins().uwiden_low(v),
+        (false, true) => b.ins().uwiden_high(v),
+    }
+}
+
 /// Reinterpret a 128-bit vector as another lane type (little-endian lane order, as on every
 /// target kiln supports).
 pub(crate) fn vcast(b: &mut FunctionBuilder, ty: ir::Type, v: Value) -> Value {

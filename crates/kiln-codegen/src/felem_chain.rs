@@ -25,15 +25,13 @@
 //! evaluations), then 4 at a time, then its last `n % 4` one at a time through the same
 //! vector code (splat in, lane 0 out), so every element takes the same instructions.
 
-use crate::clif::{
-    at, counted_loop, mem, mem_aligned, range_loop, scaled, splat_f32, splat_i32, vcast,
-};
+use crate::clif::{at, counted_loop, mem, mem_aligned, range_loop, scaled, vcast, widen_half};
 use crate::fact::activate;
 use crate::felem::{broadcast_rows_n, Read};
 use crate::jit::{kernel_identity, Jit, JitOptions, KernelCode};
 use crate::parallel::for_each_part;
 use crate::qconv::AlignedBytes;
-use crate::quantize::{dequantize_lanes, quantize_lanes};
+use crate::quantize::{dequantize_lanes, Int8Quant};
 use crate::tensor_io::{bad_buffer, shape_name, tensor_data_from_le_bytes};
 use crate::CodegenError;
 use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
@@ -133,7 +131,7 @@ fn is_int(dtype: DType) -> bool {
 
 /// A per-tensor quantization's `(scale, zero point)` and the range of its dtype, or why
 /// `ty` is no u8/i8 per-tensor quantized type.
-fn per_tensor(ty: &TensorType) -> Result<(f32, i32, (i32, i32)), String> {
+pub(crate) fn per_tensor(ty: &TensorType) -> Result<(f32, i32, (i32, i32)), String> {
     let range = match ty.dtype {
         DType::U8 => (0, u8::MAX as i32),
         DType::I8 => (i8::MIN as i32, i8::MAX as i32),
@@ -157,12 +155,7 @@ fn per_tensor(ty: &TensorType) -> Result<(f32, i32, (i32, i32)), String> {
     }
 }
 
-/// `shape` with its leading unit dims removed: shapes that agree on this have the same
-/// elements in the same order.
-fn trimmed(shape: &[usize]) -> &[usize] {
-    let lead = shape.iter().take_while(|&&d| d == 1).count();
-    &shape[lead..]
-}
+use kiln_ir::infer::trimmed_shape as trimmed;
 
 /// A compiled chain of elementwise nodes.
 pub struct ElementwiseChainKernel {
@@ -333,7 +326,6 @@ impl ElementwiseChainKernel {
     }
 }
 
-/// Check one node against the interpreter's rules for its op, given its argument types.
 /// Check a chain (see [`ElementwiseChainKernel::compile`]) and return its output type.
 pub(crate) fn validate(
     operands: &[TensorType],
@@ -384,6 +376,7 @@ pub(crate) fn validate(
     Ok(out_ty)
 }
 
+/// Check one node against the interpreter's rules for its op, given its argument types.
 fn check_node(node: &ChainNode, args: &[&TensorType]) -> Result<(), String> {
     let out = &node.out_ty;
     let arity = match node.op {
@@ -496,14 +489,9 @@ impl<'a> Program<'a> {
                     dequantize_lanes(b, args[0], scale, zero_point)
                 }
                 ChainOp::Quantize => {
-                    let (scale, zero_point, (q_min, q_max)) =
-                        per_tensor(&node.out_ty).expect("checked when compiling");
                     // `QuantizeKernel`'s formula, its table's values as constants
-                    let s = splat_f32(b, scale);
-                    let lo = splat_f32(b, (q_min as i64 - zero_point as i64) as f32);
-                    let hi = splat_f32(b, (q_max as i64 - zero_point as i64) as f32);
-                    let zp = splat_i32(b, zero_point);
-                    quantize_lanes(b, args[0], [s, lo, hi, zp], self.exact_cvtt)
+                    let quant = Int8Quant::of(&node.out_ty).expect("checked when compiling");
+                    quant.quantize_lanes(b, args[0], self.exact_cvtt)
                 }
             };
             values.push(v);
@@ -543,12 +531,8 @@ fn load_run_with(
     lanes: usize,
 ) -> Vec<Value> {
     let int = is_int(dtype);
-    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| match (dtype, high) {
-        (DType::I8, false) => b.ins().swiden_low(v),
-        (DType::I8, true) => b.ins().swiden_high(v),
-        (_, false) => b.ins().uwiden_low(v),
-        (_, true) => b.ins().uwiden_high(v),
-    };
+    let widen =
+        |b: &mut FunctionBuilder, v: Value, high: bool| widen_half(b, v, dtype == DType::I8, high);
     match lanes {
         1 => vec![match dtype {
             DType::U8 => {

@@ -100,8 +100,9 @@ fn divisors(geo: &PoolGeometry, count_include_pad: bool) -> Vec<f32> {
 pub struct PoolKernel {
     body: PoolBody,
     kind: PoolKind,
-    /// The int8 output type of an int8 average pool ([`PoolKernel::compile_int8_average`]).
-    int8_out: Option<TensorType>,
+    /// The int8 input and output types of an int8 average pool
+    /// ([`PoolKernel::compile_int8_average`]).
+    int8_out: Option<(TensorType, TensorType)>,
 }
 
 /// How a [`PoolKernel`] reduces.
@@ -194,13 +195,15 @@ impl PoolKernel {
         options: &JitOptions,
     ) -> Result<PoolKernel, CodegenError> {
         let op = "int8_average_pool";
-        let (Some(x), Some(y)) = (Int8Quant::of(x_ty), Int8Quant::of(out_ty)) else {
-            return Err(CodegenError::Unsupported {
+        let quant = |ty: &TensorType| {
+            Int8Quant::of(ty).map_err(|reason| CodegenError::Unsupported {
                 op,
-                reason: format!("{x_ty} → {out_ty} (u8/i8 per tensor only)"),
-            });
+                reason: format!("{ty}: {reason} (u8/i8 per tensor only)"),
+            })
         };
-        let exact_cvtt = Jit::host(options)?.features().is_x86_64();
+        let (x, y) = (quant(x_ty)?, quant(out_ty)?);
+        // the host JIT's target: `x86_cvtt2dq` there, as `QuantizeKernel` chooses
+        let exact_cvtt = cfg!(target_arch = "x86_64");
         let ends = Int8Ends { x, y, exact_cvtt };
         let f32_ty = TensorType::new(DType::F32, x_ty.shape.clone());
         let mut kernel =
@@ -214,7 +217,7 @@ impl PoolKernel {
                 ),
             });
         }
-        kernel.int8_out = Some(out_ty.clone());
+        kernel.int8_out = Some((x_ty.clone(), out_ty.clone()));
         Ok(kernel)
     }
 
@@ -284,8 +287,9 @@ impl PoolKernel {
         } else if ends.is_some() {
             return Err(CodegenError::Unsupported {
                 op: "int8_average_pool",
-                reason: "the window path (3-D, dilated or horizontal stride > 2 pools) has \
-                         no int8 ends"
+                reason: "the window path (pools neither the row path nor the global path \
+                         takes: depth or depth padding, dilation, horizontal stride > 2, more \
+                         than 49 taps) has no int8 ends"
                     .to_string(),
             });
         } else {
@@ -374,9 +378,12 @@ impl PoolKernel {
 
     pub fn run(&self, x: &Tensor) -> Result<Tensor, CodegenError> {
         let name = self.name();
-        if let Some(out_ty) = &self.int8_out {
-            if x.shape() != self.geo().x_shape.as_slice() {
-                return Err(bad_buffer(name, format!("input shape {:?}", x.shape())));
+        if let Some((x_ty, out_ty)) = &self.int8_out {
+            if x.shape() != x_ty.shape.as_slice() || x.dtype() != x_ty.dtype {
+                return Err(bad_buffer(
+                    name,
+                    format!("input {} {:?}, expected {x_ty}", x.dtype(), x.shape()),
+                ));
             }
             let mut out = vec![0u8; out_ty.byte_size()];
             self.run_int8_into(&x.to_le_bytes(), &mut out, &mut self.new_scratch())?;

@@ -33,7 +33,7 @@
 #[path = "aot/parts/pool_rows.rs"]
 mod aot_parts;
 
-use crate::clif::{counted_loop, mem, vcast};
+use crate::clif::{counted_loop, mem, vcast, widen_half};
 use crate::jit::{Jit, JitOptions, KernelCode};
 use crate::pool_window::{PoolGeometry, Reduction};
 use crate::qconv::AlignedBytes;
@@ -96,7 +96,7 @@ impl RowPool {
             && geo.output[2] > 0
     }
 
-    /// Scratch bytes: the padded planes, the slack, the staging vector.
+    /// Scratch bytes: one padded plane, the slack, the staging vector.
     pub(crate) fn scratch_bytes(&self) -> usize {
         scratch_bytes(&self.geo, self.elem_bytes)
     }
@@ -118,9 +118,10 @@ impl RowPool {
         debug_assert!(RowPool::applies(&geo));
         debug_assert!(!reduction.divide || divisors.len() == geo.output[1] * geo.output[2]);
         let bytes = scratch_bytes(&geo, reduction.elem_bytes);
-        if bytes > u32::MAX as usize {
+        // the staging vector is addressed by an i32 offset
+        if bytes > i32::MAX as usize {
             return Err(CodegenError::Unsupported {
-                op: "max_pool",
+                op: "pool",
                 reason: "tensors exceed the kernel's 32-bit offsets".to_string(),
             });
         }
@@ -248,12 +249,7 @@ fn offset_by(b: &mut FunctionBuilder, base: Value, offset: Value) -> Value {
 /// Dequantize the `n` int8 elements at `src` into f32 at `dst`: 16 per step, then 4, then
 /// one at a time (lane 0 of the same vector code).
 fn dequantize_row(b: &mut FunctionBuilder, x: Int8Quant, src: Value, dst: Value, n: usize) {
-    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| match (x.signed, high) {
-        (true, false) => b.ins().swiden_low(v),
-        (true, true) => b.ins().swiden_high(v),
-        (false, false) => b.ins().uwiden_low(v),
-        (false, true) => b.ins().uwiden_high(v),
-    };
+    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| widen_half(b, v, x.signed, high);
     counted_loop(b, n / 16, |b, i| {
         let off = b.ins().imul_imm_u(i, 16);
         let from = offset_by(b, src, off);

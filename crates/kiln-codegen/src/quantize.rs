@@ -76,21 +76,15 @@ pub(crate) struct Int8Quant {
 }
 
 impl Int8Quant {
-    /// `ty`'s quantization when it is u8/i8 per tensor.
-    pub(crate) fn of(ty: &TensorType) -> Option<Int8Quant> {
-        let signed = match ty.dtype {
-            DType::U8 => false,
-            DType::I8 => true,
-            _ => return None,
-        };
-        match ty.quant {
-            Some(Quant::PerTensor { scale, zero_point }) => Some(Int8Quant {
-                signed,
-                scale,
-                zero_point,
-            }),
-            _ => None,
-        }
+    /// `ty`'s quantization, or why it is no valid u8/i8 per-tensor one (a scale that is not
+    /// positive and finite, a zero point outside the dtype's range).
+    pub(crate) fn of(ty: &TensorType) -> Result<Int8Quant, String> {
+        let (scale, zero_point, _) = crate::felem_chain::per_tensor(ty)?;
+        Ok(Int8Quant {
+            signed: ty.dtype == DType::I8,
+            scale,
+            zero_point,
+        })
     }
 
     /// The dtype's range.
@@ -102,9 +96,9 @@ impl Int8Quant {
         }
     }
 
-    /// Quantize four f32 lanes ([`quantize_lanes`] with this quantization's constants)
-    /// and narrow them to the low four bytes of the result (an I32 word; exact: in range).
-    pub(crate) fn quantize_word(
+    /// Quantize four f32 lanes: [`quantize_lanes`] with this quantization's constants (I32X4
+    /// lanes holding the quantized values).
+    pub(crate) fn quantize_lanes(
         &self,
         b: &mut FunctionBuilder,
         v: Value,
@@ -115,7 +109,18 @@ impl Int8Quant {
         let lo = splat_f32(b, (q_min as i64 - self.zero_point as i64) as f32);
         let hi = splat_f32(b, (q_max as i64 - self.zero_point as i64) as f32);
         let zp = splat_i32(b, self.zero_point);
-        let q = quantize_lanes(b, v, [s, lo, hi, zp], exact_cvtt);
+        quantize_lanes(b, v, [s, lo, hi, zp], exact_cvtt)
+    }
+
+    /// Quantize four f32 lanes ([`quantize_lanes`] with this quantization's constants)
+    /// and narrow them to the low four bytes of the result (an I32 word; exact: in range).
+    pub(crate) fn quantize_word(
+        &self,
+        b: &mut FunctionBuilder,
+        v: Value,
+        exact_cvtt: bool,
+    ) -> Value {
+        let q = self.quantize_lanes(b, v, exact_cvtt);
         let halves = b.ins().snarrow(q, q);
         let bytes = if self.signed {
             b.ins().snarrow(halves, halves)

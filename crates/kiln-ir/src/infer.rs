@@ -680,6 +680,13 @@ fn infer_global_pool(
 // Elementwise and normalization
 // ---------------------------------------------------------------------------------------
 
+/// `shape` without its leading unit dims: shapes that agree on this hold the same
+/// elements in the same order (row-major).
+pub fn trimmed_shape(shape: &[usize]) -> &[usize] {
+    let lead = shape.iter().take_while(|&&d| d == 1).count();
+    &shape[lead..]
+}
+
 /// numpy broadcasting: dims aligned from the right, equal or one of them 1; `None` when
 /// the shapes do not broadcast. (The kernels that broadcast call this too.)
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

@@ -6,11 +6,11 @@
 use crate::error::{MissingKernel, RuntimeError};
 use crate::memory::MemoryPlan;
 use crate::model::{
-    between, constant_operand, exactly, fconv_node, fconv_transpose_node,
-    fold_constant_dequantizes, is_shape_only, tensor_bytes, Options,
+    exactly, fconv_node, fconv_transpose_node, fold_constant_dequantizes, is_shape_only,
+    qconv_node, tensor_bytes, Options,
 };
 use kiln_codegen::aot::{AotKernel, AotTarget, Location, ObjectBuilder, ObjectStats};
-use kiln_codegen::{CodegenError, PoolKind, QConvNode, QConvTuning};
+use kiln_codegen::{CodegenError, PoolKind, QConvTuning};
 use kiln_ir::{DType, Graph, NodeId, Op, Quant, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -220,7 +220,6 @@ fn aot_kernel(
         port: 0,
     };
     let ty = |v: ValueId| graph.value_type(v);
-    let constant = |v: ValueId, what: &str| constant_operand(graph, v, what).map_err(unsupported);
     if node.outputs.len() != 1 {
         return Err(unsupported(format!(
             "{} outputs; kernels produce one (no MaxPool Indices, no Dropout mask)",
@@ -231,21 +230,9 @@ fn aot_kernel(
     let first_is_f32 = node.inputs().first().is_some_and(|&x| is_f32(x));
     let result = match &node.op {
         Op::QConv(attrs) => {
-            let ins = between(node, 2, 3).map_err(unsupported)?;
-            let bias = match ins.get(2) {
-                Some(&b) => Some((constant(b, "bias")?, ty(b))),
-                None => None,
-            };
-            let qconv = QConvNode {
-                attrs,
-                x_ty: ty(ins[0]),
-                w: constant(ins[1], "weights")?,
-                w_ty: ty(ins[1]),
-                bias,
-                out_ty: ty(output),
-            };
+            let qconv = qconv_node(graph, node, attrs).map_err(unsupported)?;
             let kernel = AotKernel::qconv(&qconv, &options.qconv, target).map_err(codegen)?;
-            (kernel, vec![ins[0]])
+            (kernel, vec![node.inputs()[0]])
         }
         Op::Conv(attrs) if first_is_f32 => {
             let (fconv, reads) = fconv_node(graph, node, attrs, output).map_err(unsupported)?;

@@ -988,12 +988,7 @@ fn chain_op(graph: &Graph, node: &Node) -> Option<ChainOp> {
     }
 }
 
-/// `shape` without its leading unit dims: values whose shapes agree on this hold the same
-/// elements in the same order.
-fn trimmed(shape: &[usize]) -> &[usize] {
-    let lead = shape.iter().take_while(|&&d| d == 1).count();
-    &shape[lead..]
-}
+use kiln_ir::infer::trimmed_shape as trimmed;
 
 /// Find the `quantize(average_pool(dequantize(x)))` islands (GlobalAveragePool too) whose
 /// dequantized and pooled values have no other use (and are no graph outputs), with
@@ -1306,7 +1301,7 @@ fn conv_epilogue(
 
 /// A QConv node's operands for [`QConvKernel`], or why they do not fit (weights and bias
 /// must be constants).
-fn qconv_node<'g>(
+pub(crate) fn qconv_node<'g>(
     graph: &'g Graph,
     node: &'g Node,
     attrs: &'g ConvAttrs,

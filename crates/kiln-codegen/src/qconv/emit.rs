@@ -13,7 +13,7 @@ use super::plan::QConvPlan;
 use crate::clif::{
     at, counted_loop, define_function, fmax_to_bound, fmin_to_bound, mem, mem_aligned,
     pmaddwd_accumulate, range_loop, scaled, sdot_accumulate, splat_f32, splat_i32,
-    usdot_accumulate, vcast, vpdpbusd_accumulate, Accumulate,
+    usdot_accumulate, vcast, vpdpbusd_accumulate, widen_half, Accumulate,
 };
 use crate::felem_chain::{emit_in_place_run, load_run, store_run, Program};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -650,14 +650,8 @@ fn micro_kernel_sweep(
                 let bases = f.bases(b, pixel_out[0]);
                 for_channel_quads(b, &requant, &q, channels, |b, base, gathered| {
                     // channel base + j's four pixels, as I32X4 (exact: in range)
-                    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| match (
-                        requant.signed_out,
-                        high,
-                    ) {
-                        (true, false) => b.ins().swiden_low(v),
-                        (true, true) => b.ins().swiden_high(v),
-                        (false, false) => b.ins().uwiden_low(v),
-                        (false, true) => b.ins().uwiden_high(v),
+                    let widen = |b: &mut FunctionBuilder, v: Value, high: bool| {
+                        widen_half(b, v, requant.signed_out, high)
                     };
                     for (half_index, high) in [false, true].into_iter().enumerate() {
                         let half = widen(b, gathered, high);

@@ -209,10 +209,7 @@ fn check_epilogue(
             })
         }
     }
-    let trimmed = |shape: &[usize]| {
-        let lead = shape.iter().take_while(|&&d| d == 1).count();
-        shape[lead..].to_vec()
-    };
+    let trimmed = kiln_ir::infer::trimmed_shape;
     let conv_elements = trimmed(&node.out_ty.shape);
     if let Some(t) = epilogue
         .operands
@@ -425,8 +422,12 @@ impl QConvKernel {
         self.code.disassembly(&format!("{}_widen", self.name()))
     }
 
+    /// The output's shape: the conv's, or its fused epilogue's (the same elements).
     pub fn output_shape(&self) -> &[usize] {
-        &self.plan.out_shape
+        match &self.fused {
+            Some(io) => &io.out_ty.shape,
+            None => &self.plan.out_shape,
+        }
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -751,6 +752,37 @@ impl QConvKernel {
         let Some(io) = &self.fused else {
             return Err(self.bad_buffer("the kernel has no fused epilogue".to_string()));
         };
+        if x.shape() != self.plan.x_shape.as_slice() || x.dtype() != self.plan.x_dtype {
+            return Err(self.bad_buffer(format!(
+                "input {} {:?}, expected {} {:?}",
+                x.dtype(),
+                x.shape(),
+                self.plan.x_dtype,
+                self.plan.x_shape
+            )));
+        }
+        let expected = io
+            .operands
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| k != io.conv_operand)
+            .map(|(_, t)| t);
+        if operands.len() != io.operands.len() - 1 {
+            return Err(self.bad_buffer(format!(
+                "{} fused operands, expected {}",
+                operands.len(),
+                io.operands.len() - 1
+            )));
+        }
+        for (t, ty) in operands.iter().zip(expected) {
+            if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
+                return Err(self.bad_buffer(format!(
+                    "fused operand {} {:?}, expected {ty}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+        }
         let bytes: Vec<Vec<u8>> = operands.iter().map(|t| t.to_le_bytes()).collect();
         let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
         let mut out = vec![0u8; io.out_ty.byte_size()];

@@ -9,6 +9,8 @@ use crate::aot::{AotKernel, CallArg, KernelCall};
 impl QConvKernel {
     /// The recorded kernel as object-file parts (built by `crate::aot::recording`).
     pub(crate) fn into_aot(mut self) -> AotKernel {
+        // objects do not fuse: the operand array is never read
+        debug_assert!(self.fused.is_none(), "a fused epilogue in an object");
         let scratch_bytes = self.scratch_bytes();
         let tiles = self.parallel_parts() as u64;
         let batch = self.plan.batch.max(1);
