@@ -658,6 +658,25 @@ fn build_global(
 mod tests {
     use super::*;
 
+    /// A pool over `spatial` dims with the same `[window, stride, pad]` in each (pads on
+    /// both sides), no dilation.
+    fn square_pool(
+        spatial: usize,
+        [window, stride, pad]: [usize; 3],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> PoolAttrs {
+        PoolAttrs {
+            kernel: vec![window; spatial],
+            strides: vec![stride; spatial],
+            pads: vec![pad; 2 * spatial],
+            dilations: vec![1; spatial],
+            ceil_mode,
+            count_include_pad,
+            storage_order: 0,
+        }
+    }
+
     /// The global kernel gives the window kernel's bits (max and average) over 1-D to 3-D
     /// inputs: channel counts with and without a partial block of 4 and with and without
     /// full passes, pixel counts with and without a tail after the groups of 4.
@@ -739,15 +758,8 @@ mod tests {
                 (PoolKind::Average, true),
                 (PoolKind::Max, false),
             ] {
-                let attrs = PoolAttrs {
-                    kernel: vec![window; spatial],
-                    strides: vec![stride; spatial],
-                    pads: vec![pad; 2 * spatial],
-                    dilations: vec![1; spatial],
-                    ceil_mode,
-                    count_include_pad,
-                    storage_order: 0,
-                };
+                let attrs =
+                    square_pool(spatial, [window, stride, pad], ceil_mode, count_include_pad);
                 let what = format!("{kind:?} {shape:?} k{window} s{stride} p{pad} {attrs:?}");
                 let options = JitOptions::default();
                 let run = |rows| {
@@ -810,15 +822,8 @@ mod tests {
                 .unwrap();
                 let f32_ty = TensorType::new(DType::F32, shape.to_vec());
                 let spatial = shape.len() - 2;
-                let attrs = PoolAttrs {
-                    kernel: vec![window; spatial],
-                    strides: vec![stride; spatial],
-                    pads: vec![pad; 2 * spatial],
-                    dilations: vec![1; spatial],
-                    ceil_mode,
-                    count_include_pad,
-                    storage_order: 0,
-                };
+                let attrs =
+                    square_pool(spatial, [window, stride, pad], ceil_mode, count_include_pad);
                 let pool = if window == 0 {
                     PoolKernel::compile_global(PoolKind::Average, &f32_ty, &options)
                 } else {

@@ -1060,6 +1060,16 @@ mod tests {
         }
     }
 
+    /// A u8 (or i8, by `dtype`) tensor of `shape` with bytes from `next`.
+    fn random_int8(next: &mut impl FnMut() -> u32, shape: &[usize], dtype: DType) -> Tensor {
+        let bytes = (0..shape.iter().product()).map(|_| next() as u8);
+        let data = match dtype {
+            DType::I8 => TensorData::I8(bytes.map(|b| b as i8).collect()),
+            _ => TensorData::U8(bytes.collect()),
+        };
+        Tensor::new(shape.to_vec(), data).unwrap()
+    }
+
     /// A kernel compiled with a fused epilogue equals the plain conv followed by the
     /// fused-chain kernel, bit for bit: residual adds with their own requantization (u8 and
     /// i8, the residual of either type, with ReLU), an f32 residual, and dequantization
@@ -1093,25 +1103,9 @@ mod tests {
                 spatial.iter().map(|&d| (d + 2 * pad - k) / s + 1).collect();
             let y_shape: Vec<usize> = [batch, c_out].iter().chain(&out_spatial).copied().collect();
             let elements: usize = y_shape.iter().product();
-            let x = Tensor::new(
-                x_shape.clone(),
-                TensorData::U8(
-                    (0..x_shape.iter().product())
-                        .map(|_| next() as u8)
-                        .collect(),
-                ),
-            )
-            .unwrap();
+            let x = random_int8(&mut next, &x_shape, DType::U8);
             let w_shape: Vec<usize> = [c_out, cin_g].into_iter().chain(vec![k; dims]).collect();
-            let w = Tensor::new(
-                w_shape.clone(),
-                TensorData::I8(
-                    (0..w_shape.iter().product())
-                        .map(|_| next() as i8)
-                        .collect(),
-                ),
-            )
-            .unwrap();
+            let w = random_int8(&mut next, &w_shape, DType::I8);
             let x_ty = q(DType::U8, &x_shape, 0.03, 118);
             let w_ty = TensorType::new(DType::I8, w_shape).with_quant(Quant::per_tensor(0.004, 0));
             let y_dtype = if y_signed { DType::I8 } else { DType::U8 };
@@ -1139,14 +1133,6 @@ mod tests {
             let options = JitOptions::default();
             let plain = QConvKernel::compile(&node, &options, &tuning).unwrap();
             let y = plain.run(&x).unwrap();
-            let random_int = |next: &mut dyn FnMut() -> u32, dtype: DType| {
-                let bytes = (0..elements).map(|_| next() as u8);
-                let data = match dtype {
-                    DType::I8 => TensorData::I8(bytes.map(|b| b as i8).collect()),
-                    _ => TensorData::U8(bytes.collect()),
-                };
-                Tensor::new(y_shape.clone(), data).unwrap()
-            };
             let f32_ty = TensorType::new(DType::F32, y_shape.clone());
             let node = |op, args: &[ChainArg], out_ty: &TensorType| ChainNode {
                 op,
@@ -1183,7 +1169,7 @@ mod tests {
                     node(ChainOp::Activation(Activation::Relu), &[n2], &f32_ty),
                     node(ChainOp::Quantize, &[n3], &out_ty),
                 ];
-                let r = random_int(&mut next, r_dtype);
+                let r = random_int8(&mut next, &y_shape, r_dtype);
                 cases.push((
                     "residual",
                     vec![y_ty.clone(), r_ty],

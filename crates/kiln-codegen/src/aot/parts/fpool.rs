@@ -3,7 +3,8 @@
 //! reads the input in place, per batch item.
 
 use super::{GlobalPool, PoolBody, PoolKernel};
-use crate::aot::{AotKernel, AotTarget, CallArg, KernelCall};
+use crate::aot::parts::per_image_calls;
+use crate::aot::{AotKernel, AotTarget};
 use crate::CodegenError;
 
 impl PoolKernel {
@@ -24,20 +25,7 @@ impl GlobalPool {
         let batch = self.geo.batch.max(1);
         let x_image = self.io_bytes * self.geo.x_shape.iter().product::<usize>() / batch;
         let out_image = self.io_bytes * self.geo.channels;
-        let calls = (0..self.geo.batch)
-            .map(|n| KernelCall {
-                function: 0,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Write {
-                        offset: n * out_image,
-                    },
-                ],
-            })
-            .collect();
+        let calls = per_image_calls(self.geo.batch, x_image, out_image, &[], &[]);
         AotKernel {
             name: self.code.name().to_string(),
             functions: self.code.take_recorded(),

@@ -43,6 +43,31 @@ pub(crate) fn copy_kernel(bytes: usize, target: &AotTarget) -> AotKernel {
     }
 }
 
+/// One call of function 0 per batch item `n`: `f(x + n·x_image, between.., out +
+/// n·out_image, after..)` (image sizes in bytes).
+pub(crate) fn per_image_calls(
+    batch: usize,
+    x_image: usize,
+    out_image: usize,
+    between: &[CallArg],
+    after: &[CallArg],
+) -> Vec<KernelCall> {
+    (0..batch)
+        .map(|n| {
+            let mut args = vec![CallArg::Read {
+                operand: 0,
+                offset: n * x_image,
+            }];
+            args.extend_from_slice(between);
+            args.push(CallArg::Write {
+                offset: n * out_image,
+            });
+            args.extend_from_slice(after);
+            KernelCall { function: 0, args }
+        })
+        .collect()
+}
+
 /// The calls of a kernel with one function `f(x, out)` or `f(x, blob, out)` over the
 /// whole tensor.
 pub(crate) fn whole_tensor_call(with_blob: bool) -> Vec<KernelCall> {

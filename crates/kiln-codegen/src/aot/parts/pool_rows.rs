@@ -2,7 +2,8 @@
 //! item, the divisors (average pools) as a blob.
 
 use super::RowPool;
-use crate::aot::{AotKernel, CallArg, KernelCall};
+use crate::aot::parts::per_image_calls;
+use crate::aot::{AotKernel, CallArg};
 
 impl RowPool {
     pub(crate) fn into_aot(mut self) -> AotKernel {
@@ -13,28 +14,20 @@ impl RowPool {
         let x_image = eb * geo.x_shape.iter().product::<usize>() / batch;
         let out_image = eb * geo.out_shape.iter().product::<usize>() / batch;
         let with_divisors = !self.divisors.as_slice().is_empty();
-        // one call per batch item: (x, scratch, out, divisors)
-        let calls = (0..geo.batch)
-            .map(|n| KernelCall {
-                function: 0,
-                args: vec![
-                    CallArg::Read {
-                        operand: 0,
-                        offset: n * x_image,
-                    },
-                    CallArg::Scratch(0),
-                    CallArg::Write {
-                        offset: n * out_image,
-                    },
-                    // never read without divisors: any valid address
-                    if with_divisors {
-                        CallArg::Blob(0)
-                    } else {
-                        CallArg::Scratch(0)
-                    },
-                ],
-            })
-            .collect();
+        // one call per batch item: (x, scratch, out, divisors); without divisors the last
+        // argument is never read: any valid address
+        let divisors = if with_divisors {
+            CallArg::Blob(0)
+        } else {
+            CallArg::Scratch(0)
+        };
+        let calls = per_image_calls(
+            geo.batch,
+            x_image,
+            out_image,
+            &[CallArg::Scratch(0)],
+            &[divisors],
+        );
         let blobs = if with_divisors {
             vec![self.divisors.as_slice().to_vec()]
         } else {
